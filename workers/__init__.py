@@ -1,0 +1,1 @@
+"""Ray workers: the only package that imports ``ray``. Each wraps ``engine`` objects."""
