@@ -2,17 +2,51 @@
 
 Conventions: a binary mask is an ``H×W`` bool/uint8 array; a stack is ``N×H×W``; COCO RLE is a
 dict ``{"size": [h, w], "counts": str}`` (compressed, column-major, as in SA-1B JSON); boxes
-are XYWH unless the name says ``xyxy``.
+are XYWH unless the name says ``xyxy``. Boxes computed from masks follow the official
+automatic mask generator: ``xyxy`` holds the *inclusive* last row/column, so a one-pixel mask
+at (x, y) has box ``[x, y, x, y]`` and XYWH ``[x, y, 0, 0]`` (pycocotools' ``toBbox`` gives
+``[x, y, 1, 1]``).Point grids, crop boxes and NMS are in ``engine.amg_crops``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from pycocotools import mask as mask_utils
+from scipy import ndimage
+
+from engine.rle_codec import RLEError, decode_counts, encode_counts_batch, window_runs
+
+__all__ = [
+    "RLEError",
+    "mask_to_rle",
+    "masks_to_rles",
+    "windows_to_rles",
+    "rle_to_mask",
+    "rle_area",
+    "rle_bbox_xywh",
+    "mask_area",
+    "mask_bbox_xywh",
+    "batched_mask_to_box_xyxy",
+    "box_xyxy_to_xywh",
+    "rle_iou",
+    "stability_score",
+    "remove_small_regions",
+    "batched_nms",
+    "build_point_grid",
+    "build_all_layer_point_grids",
+    "generate_crop_boxes",
+    "is_box_near_crop_edge",
+]
+
+# The 8-neighbourhood, as OpenCV's connectedComponents(connectivity=8) uses.
+_EIGHT = np.ones((3, 3), dtype=bool)
+# The characters a compressed counts string may hold ('0' .. 'o').
+_ALPHABET = bytes(range(48, 112))
 
 
-class RLEError(ValueError):
-    """An RLE dict that is malformed or does not decode."""
+def _rle_dict(size: tuple[int, int], counts: bytes) -> dict:
+    return {"size": [int(size[0]), int(size[1])], "counts": counts.decode("ascii")}
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
@@ -20,7 +54,7 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     if mask.ndim != 2:
         raise ValueError(f"mask must be H×W, got shape {mask.shape}")
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
+    return _rle_dict(rle["size"], rle["counts"])
 
 
 def masks_to_rles(masks: np.ndarray) -> list[dict]:
@@ -29,11 +63,28 @@ def masks_to_rles(masks: np.ndarray) -> list[dict]:
         raise ValueError(f"masks must be N×H×W, got shape {masks.shape}")
     if masks.shape[0] == 0:
         return []
+    if masks.shape[1] * masks.shape[2] == 0:
+        return [_rle_dict(masks.shape[1:], b"") for _ in range(masks.shape[0])]
     fortran = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8, copy=False))
-    return [
-        {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode()}
-        for r in mask_utils.encode(fortran)
-    ]
+    return [_rle_dict(r["size"], r["counts"]) for r in mask_utils.encode(fortran)]
+
+
+def windows_to_rles(
+    windows: np.ndarray, offsets_yx: np.ndarray, frame_hw: tuple[int, int]
+) -> list[dict]:
+    """RLE of ``N×h×w`` binary windows placed at ``offsets_yx`` (``N×2``, row then column)
+    in an otherwise empty ``H×W`` frame, without building the full-size masks.
+
+    The result equals ``masks_to_rles`` of the pasted frames. Window cells outside the frame
+    must be ``False``.
+    """
+    if windows.ndim != 3:
+        raise ValueError(f"windows must be N×h×w, got shape {windows.shape}")
+    height, width = int(frame_hw[0]), int(frame_hw[1])
+    if height * width == 0:
+        return [_rle_dict((height, width), b"") for _ in range(windows.shape[0])]
+    runs, lengths = window_runs(windows.astype(bool, copy=False), offsets_yx, (height, width))
+    return [_rle_dict((height, width), c) for c in encode_counts_batch(runs, lengths)]
 
 
 def _coco_rle(rle: dict) -> dict:
@@ -61,9 +112,22 @@ def _coco_rle(rle: dict) -> dict:
         return mask_utils.frPyObjects({"size": list(size), "counts": counts}, *size)
     elif not isinstance(counts, bytes):
         raise RLEError(f"RLE 'counts' must be str, bytes or list, got {type(counts).__name__}")
-    if any(c < 48 or c > 111 for c in counts):
+    if counts.translate(None, _ALPHABET):
         raise RLEError("RLE 'counts' holds characters outside the COCO alphabet")
     return {"size": [size[0], size[1]], "counts": counts}
+
+
+def _checked(rle: dict) -> dict:
+    """``_coco_rle`` plus the run-length check pycocotools does not do (it can write out of
+    bounds on bad counts): the runs must be well formed and cover exactly ``h*w`` pixels."""
+    coco = _coco_rle(rle)
+    if isinstance(rle["counts"], list):
+        return coco
+    h, w = coco["size"]
+    total = int(decode_counts(coco["counts"]).sum())
+    if total != h * w:
+        raise RLEError(f"RLE runs cover {total} pixels but size {h}x{w} needs {h * w}")
+    return coco
 
 
 def rle_to_mask(rle: dict) -> np.ndarray:
@@ -71,53 +135,22 @@ def rle_to_mask(rle: dict) -> np.ndarray:
 
     Raises ``RLEError`` when the dict is malformed or its runs do not fill ``h*w`` pixels.
     """
-    coco = _coco_rle(rle)
+    coco = _checked(rle)
     h, w = coco["size"]
     if h == 0 or w == 0:
         return np.zeros((h, w), dtype=bool)
-    counts = coco["counts"]
-    # pycocotools silently truncates/pads bad counts; decode the run lengths ourselves first.
-    total = sum(_decode_counts(counts))
-    if total != h * w:
-        raise RLEError(f"RLE runs cover {total} pixels but size {h}x{w} needs {h * w}")
     return mask_utils.decode(coco).astype(bool)
-
-
-def _decode_counts(counts: bytes) -> list[int]:
-    """Run lengths of a COCO compressed counts string (the LEB128-like format in maskApi.c)."""
-    runs: list[int] = []
-    p = 0
-    n = len(counts)
-    while p < n:
-        x = 0
-        k = 0
-        more = True
-        while more:
-            if p >= n:
-                raise RLEError("RLE 'counts' ends in the middle of a number")
-            c = counts[p] - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise RLEError("RLE 'counts' decodes to a negative run length")
-        runs.append(x)
-    return runs
 
 
 def rle_area(rle: dict) -> int:
     """Number of foreground pixels of an RLE mask."""
-    return int(mask_utils.area(_coco_rle(rle)))
+    return int(mask_utils.area(_checked(rle)))
 
 
 def rle_bbox_xywh(rle: dict) -> list[int]:
-    """Tight XYWH box of an RLE mask in whole pixels (``[0, 0, 0, 0]`` when empty)."""
-    return [int(v) for v in mask_utils.toBbox(_coco_rle(rle))]
+    """pycocotools' XYWH box of an RLE mask: ``[x0, y0, x1 - x0 + 1, y1 - y0 + 1]`` (one
+    pixel wider and taller than the generator's boxes; ``[0, 0, 0, 0]`` when empty)."""
+    return [int(v) for v in mask_utils.toBbox(_checked(rle))]
 
 
 def mask_area(masks: np.ndarray) -> np.ndarray:
@@ -134,6 +167,30 @@ def mask_bbox_xywh(mask: np.ndarray) -> list[int]:
     return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
 
+def batched_mask_to_box_xyxy(masks: torch.Tensor) -> torch.Tensor:
+    """``…×H×W`` bool masks to ``…×4`` XYXY boxes with inclusive ends (``x1`` is the last
+    column holding the mask); ``[0, 0, 0, 0]`` for an empty mask. Official-generator boxes."""
+    if masks.numel() == 0:
+        return torch.zeros(*masks.shape[:-2], 4, dtype=torch.int64, device=masks.device)
+    h, w = masks.shape[-2:]
+    rows = masks.any(dim=-1)  # …×H
+    cols = masks.any(dim=-2)  # …×W
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    bottom = torch.where(rows, ys, -1).amax(dim=-1)
+    top = torch.where(rows, ys, h).amin(dim=-1)
+    right = torch.where(cols, xs, -1).amax(dim=-1)
+    left = torch.where(cols, xs, w).amin(dim=-1)
+    boxes = torch.stack([left, top, right, bottom], dim=-1)
+    return torch.where((bottom >= 0)[..., None], boxes, torch.zeros_like(boxes))
+
+
+def box_xyxy_to_xywh(boxes_xyxy: torch.Tensor) -> torch.Tensor:
+    """``…×4`` XYXY to XYWH with ``w = x1 - x0`` and ``h = y1 - y0`` (no +1)."""
+    x0, y0, x1, y1 = boxes_xyxy.unbind(-1)
+    return torch.stack([x0, y0, x1 - x0, y1 - y0], dim=-1)
+
+
 def rle_iou(rles_a: list[dict], rles_b: list[dict]) -> np.ndarray:
     """Pairwise IoU matrix ``len(a)×len(b)`` of two RLE lists (pycocotools, no crowd)."""
     if not rles_a or not rles_b:
@@ -141,3 +198,150 @@ def rle_iou(rles_a: list[dict], rles_b: list[dict]) -> np.ndarray:
     a = [_coco_rle(r) for r in rles_a]
     b = [_coco_rle(r) for r in rles_b]
     return np.asarray(mask_utils.iou(a, b, [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
+
+
+def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
+    """``|logits > t + offset| / |logits > t − offset|`` over the last two dims (float32).
+
+    ``logits`` is ``…×H×W``; the result is ``…``; an empty low-threshold mask gives NaN (as in
+    the official code, so it never passes a threshold).
+    """
+    high = (logits > (mask_threshold + offset)).flatten(-2).sum(-1, dtype=torch.int64)
+    low = (logits > (mask_threshold - offset)).flatten(-2).sum(-1, dtype=torch.int64)
+    return high.to(torch.float32) / low.to(torch.float32)
+
+
+def remove_small_regions(
+    mask: np.ndarray, area_thresh: float, mode: str
+) -> tuple[np.ndarray, bool]:
+    """Fill holes (``mode="holes"``) or remove islands (``mode="islands"``) smaller than
+    ``area_thresh`` pixels in an ``H×W`` bool mask, with 8-connected components.
+
+    Returns ``(mask, changed)``. Holes are background components (including ones touching the
+    image border) under the area; when every island is small, the largest one is kept.
+    Same semantics as the official ``remove_small_regions`` (which uses OpenCV).
+    """
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    mask = np.asarray(mask, dtype=bool)
+    holes = mode == "holes"
+    regions, n_labels = ndimage.label(~mask if holes else mask, structure=_EIGHT)
+    sizes = np.bincount(regions.ravel(), minlength=n_labels + 1)[1:]
+    small = sizes < area_thresh
+    if not small.any():
+        return mask, False
+    if holes:
+        fill = np.concatenate(([True], small))  # label 0 is the mask itself
+        return fill[regions], True
+    keep = np.concatenate(([False], ~small))
+    if not keep.any():
+        keep[int(np.argmax(sizes)) + 1] = True
+    return keep[regions], True
+
+
+def box_iou_xyxy(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
+    """``N×M`` IoU of XYXY boxes (float32, torchvision arithmetic; 0/0 gives NaN)."""
+    a = boxes_a.to(torch.float32)
+    b = boxes_b.to(torch.float32)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def batched_nms(
+    boxes_xyxy: torch.Tensor, scores: torch.Tensor, categories: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Greedy non-maximum suppression per category, as ``torchvision.ops.batched_nms``.
+
+    Boxes are ``N×4`` XYXY, ``scores`` and ``categories`` length ``N``. Going down the scores
+    (ties keep input order), a box is kept unless a kept box of the same category overlaps
+    it with IoU ``> iou_threshold``. Returns the kept indices (int64), highest score first.
+    """
+    n = boxes_xyxy.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
+    boxes = boxes_xyxy.detach().cpu()[order]
+    cats = categories.detach().cpu()[order]
+    # Rows of the overlap matrix in score order; built in blocks to bound memory.
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    block = 2048
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        overlap = (box_iou_xyxy(boxes[rows], boxes) > iou_threshold) & (
+            cats[rows, None] == cats[None, :]
+        )
+        overlap = overlap.numpy()
+        for i in range(rows.start, rows.stop):
+            if not suppressed[i]:
+                keep.append(i)
+                suppressed |= overlap[i - rows.start]
+    return order[torch.as_tensor(keep, dtype=torch.int64)]
+
+
+def build_point_grid(n_per_side: int) -> np.ndarray:
+    """``n²×2`` points ``(x, y)`` in ``[0, 1]²``, cell centres of an ``n×n`` grid, row-major."""
+    offset = 1 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs = np.tile(side[None, :], (n_per_side, 1))
+    ys = np.tile(side[:, None], (1, n_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def build_all_layer_point_grids(
+    n_per_side: int, n_layers: int, scale_per_layer: int
+) -> list[np.ndarray]:
+    """Grids for crop layers ``0..n_layers``: layer ``i`` has ``int(n / scale**i)`` per side."""
+    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
+
+
+def generate_crop_boxes(
+    im_size: tuple[int, int], n_layers: int, overlap_ratio: float
+) -> tuple[list[list[int]], list[int]]:
+    """Crop boxes (XYXY, ints) and their layer indices for an ``(H, W)`` image.
+
+    Layer 0 is the whole image; layer ``i`` tiles it with ``2^i × 2^i`` crops overlapping by
+    ``int(overlap_ratio * short_side * 2 / 2^i)`` pixels (official semantics and order:
+    columns outer, rows inner).
+    """
+    im_h, im_w = im_size
+    short_side = min(im_h, im_w)
+    boxes, layers = [[0, 0, im_w, im_h]], [0]
+
+    def crop_len(orig_len: int, n_crops: int, overlap: int) -> int:
+        return int(np.ceil((overlap * (n_crops - 1) + orig_len) / n_crops))
+
+    for i_layer in range(n_layers):
+        n_per_side = 2 ** (i_layer + 1)
+        overlap = int(overlap_ratio * short_side * (2 / n_per_side))
+        crop_w = crop_len(im_w, n_per_side, overlap)
+        crop_h = crop_len(im_h, n_per_side, overlap)
+        x0s = [int((crop_w - overlap) * i) for i in range(n_per_side)]
+        y0s = [int((crop_h - overlap) * i) for i in range(n_per_side)]
+        for x0 in x0s:
+            for y0 in y0s:
+                boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
+                layers.append(i_layer + 1)
+    return boxes, layers
+
+
+def is_box_near_crop_edge(
+    boxes_xyxy: torch.Tensor,
+    crop_box_xyxy: list[int],
+    image_box_xyxy: list[int],
+    atol: float = 20.0,
+) -> torch.Tensor:
+    """Which ``N×4`` boxes (in crop coordinates) come within ``atol`` pixels of an edge of
+    the crop that is not also an edge of the image (such masks are cut by the crop)."""
+    crop = torch.as_tensor(crop_box_xyxy, dtype=torch.float32)
+    image = torch.as_tensor(image_box_xyxy, dtype=torch.float32)
+    offset = torch.as_tensor(crop_box_xyxy[:2] * 2, dtype=torch.float32)
+    boxes = boxes_xyxy.to(torch.float32) + offset
+    near_crop = torch.isclose(boxes, crop[None, :], atol=atol, rtol=0)
+    near_image = torch.isclose(boxes, image[None, :], atol=atol, rtol=0)
+    return (near_crop & ~near_image).any(dim=1)
