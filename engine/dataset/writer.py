@@ -156,7 +156,7 @@ class ShardWriter:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise DatasetWriteError(f"cannot create directory {folder}: {exc}") from exc
-        self.recovered: list[str] = []  # shards whose index was completed on open
+        self.recovered: list[str] = []  # shards whose index files were completed on open
         existing = self._recover()
         numbers = [int(_shard_pattern(prefix).fullmatch(n).group(2)) for n in existing]
         self._next_number = max(numbers, default=-1) + 1
@@ -186,14 +186,19 @@ class ShardWriter:
                 if not match:
                     continue
                 final = kind_dir / path.name[1 : -len(".tmp")]
-                if f"{match.group(2)}.tar" in shards and not final.exists() and _readable(path):
+                name = f"{match.group(2)}.tar"
+                if name in shards and not final.exists() and _readable(path):
                     atomic.commit(path, final)
+                    if name not in self.recovered:
+                        self.recovered.append(name)
                 else:
                     atomic.remove_quietly(path)
         for name, path in shards.items():
             if not all(p.exists() for p in index_file_paths(self.index_dir, name)):
                 self._rebuild_index(name, path)
-                self.recovered.append(name)
+                if name not in self.recovered:
+                    self.recovered.append(name)
+        self.recovered.sort()
         return shards
 
     def _rebuild_index(self, name: str, path: Path) -> None:
@@ -207,7 +212,8 @@ class ShardWriter:
             ) from exc
         tables = index_tables(name, entries, self.stage, self.round, provenance_known=False)
         for file, table in zip(index_file_paths(self.index_dir, name), tables):
-            atomic.write_bytes_atomic(file, table_to_parquet_bytes(table))
+            if not file.exists():  # keep the other kind's file, provenance and all
+                atomic.write_bytes_atomic(file, table_to_parquet_bytes(table))
 
     # -- writing ------------------------------------------------------------------------------
 
