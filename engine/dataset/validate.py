@@ -86,16 +86,19 @@ class ValidationReport:
 
 def _field_of(message: str) -> str:
     """The field a ``engine.sa1b.validate`` message starts with (``annotations[2].area``)."""
-    match = re.match(r"'?([\w\[\].]+)'?", message)
+    match = re.match(r"'?([\w\[\].]+)'?", re.sub(r"^(\S+) \(id [^)]*\)", r"\1", message))
     return match.group(1) if match else "json"
 
 
-def _find_index(shard: Path, index_dir: Path | None) -> Path | None:
-    candidates = [index_dir] if index_dir is not None else [shard.parent.parent / "index"]
-    if index_dir is None:
-        candidates.append(shard.parent / "index")
-    for candidate in candidates:
-        if (candidate / IMAGES_DIR).is_dir() or (candidate / MASKS_DIR).is_dir():
+def _find_index(shard_dir: Path, index_dir: Path | None) -> Path | None:
+    """``index_dir`` if given, else ``<shard_dir>/../index`` or ``<shard_dir>/index`` when it
+    holds index files of at least one shard in ``shard_dir`` (so an unrelated folder named
+    ``index`` is not taken for this directory's index)."""
+    if index_dir is not None:
+        return index_dir
+    names = [p.name for p in shard_dir.glob("*.tar")]
+    for candidate in (shard_dir.parent / "index", shard_dir / "index"):
+        if any(f.exists() for name in names for f in index_file_paths(candidate, name)):
             return candidate
     return None
 
@@ -115,6 +118,12 @@ class _Validator:
         self.decode_images = decode_images
         self.report = ValidationReport()
         self.key_shard: dict[str, str] = {}
+        self._index_of: dict[Path, Path | None] = {}
+
+    def find_index(self, shard_dir: Path) -> Path | None:
+        if shard_dir not in self._index_of:
+            self._index_of[shard_dir] = _find_index(shard_dir, self.index_dir)
+        return self._index_of[shard_dir]
 
     def problem(self, shard: str, key: str | None, field_name: str, message: str) -> None:
         self.report.problems.append(Problem(shard, key, field_name, message))
@@ -140,7 +149,7 @@ class _Validator:
                 self.sample(item, samples)
         if not (self.check_index and readable):
             return
-        index = _find_index(path, self.index_dir)
+        index = self.find_index(path.parent)
         if index is not None:
             self.report.indexed_shards += 1
             self.compare_index(path, index, samples)
@@ -309,7 +318,7 @@ class _Validator:
 
     def orphan_index_files(self, directory: Path) -> None:
         """Index files next to ``directory``'s shards that name a shard not in it."""
-        index = _find_index(directory / "x.tar", self.index_dir)
+        index = self.find_index(directory)
         if index is None:
             return
         shards = {p.name for p in directory.glob("*.tar")}
