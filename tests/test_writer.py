@@ -12,7 +12,13 @@ import webdataset as wds
 from dataset_support import H, W, make_image, make_record, samples, write_dataset
 from PIL import Image
 
-from engine.dataset import ShardReader, ShardWriter, read_image_index, written_keys
+from engine.dataset import (
+    ShardReader,
+    ShardWriter,
+    read_image_index,
+    read_mask_index,
+    written_keys,
+)
 from engine.dataset.writer import encode_jpeg, shard_name
 from engine.sa1b import ImageRecord
 
@@ -209,3 +215,39 @@ def test_keys_with_folders_round_trip(tmp_path):
     [(key, _, record)] = list(ShardReader(tmp_path / "s"))
     assert key == "photos/cat_01" and record.to_json() == make_record(1).to_json()
     assert written_keys(tmp_path / "s") == written_keys(tmp_path / "i") == {"photos/cat_01"}
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda r: setattr(r.annotations[0].provenance, "level", 300), "does not fit the index"),
+        (lambda r: setattr(r.annotations[0].provenance, "clicks", 2**40), "does not fit the index"),
+    ],
+)
+def test_values_that_do_not_fit_the_index_fail_before_writing(tmp_path, edit, match):
+    record = make_record(0, n_masks=2)
+    edit(record)
+    with ShardWriter(tmp_path / "s", tmp_path / "i", "p") as writer:
+        with pytest.raises(ValueError, match=match):
+            writer.write("k", make_image(0), record)
+        writer.write("ok", make_image(1), make_record(1))  # the writer is still usable
+    assert written_keys(tmp_path / "s") == {"ok"}
+
+
+@pytest.mark.parametrize("status", ["", 3])
+def test_bad_status(tmp_path, status):
+    with ShardWriter(tmp_path / "s", tmp_path / "i", "p") as writer:
+        with pytest.raises(ValueError, match="status"):
+            writer.write("k", make_image(0), make_record(0), status=status)
+
+
+def test_index_keeps_write_time_values_when_the_record_changes_later(tmp_path):
+    record = make_record(0, n_masks=1)
+    with ShardWriter(tmp_path / "s", tmp_path / "i", "p") as writer:
+        writer.write("k", make_image(0), record, status="partial")
+        record.annotations[0].area = 999_999  # a caller reusing its record object
+    assert read_image_index(tmp_path / "i").column("status").to_pylist() == ["partial"]
+    [(_, _, stored)] = list(ShardReader(tmp_path / "s", decode_images=False))
+    areas = read_mask_index(tmp_path / "i").column("area").to_pylist()
+    assert areas == [stored.annotations[0].area]
+    assert stored.annotations[0].area != 999_999

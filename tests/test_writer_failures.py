@@ -189,3 +189,25 @@ def test_reopen_removes_temp_files_of_its_prefix_only(tmp_path):
     ShardWriter(shards, index, "stage1-r00").close()
     assert not own.exists() and not own_index.exists()
     assert other.exists()
+
+
+def test_interrupt_in_the_middle_of_a_sample_leaves_no_half_sample(tmp_path, monkeypatch):
+    import tarfile
+
+    shards, index = tmp_path / "shards", tmp_path / "index"
+    data = samples(3)
+    real_addfile = tarfile.TarFile.addfile
+
+    def addfile(self, info, fileobj=None):
+        if info.name == "img_0001.json":
+            raise KeyboardInterrupt
+        return real_addfile(self, info, fileobj)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", addfile)
+    with pytest.raises(KeyboardInterrupt):
+        with ShardWriter(shards, index, "stage1-r00", maxcount=5) as writer:
+            for sample in data:
+                writer.write(*sample)
+    monkeypatch.undo()
+    assert _final_and_temp(tmp_path) == ([], [])  # the open shard was dropped, not committed
+    _resume_and_finish(shards, index, data)

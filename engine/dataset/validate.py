@@ -35,6 +35,7 @@ from engine.dataset.reader import (
 )
 
 SAMPLE_EXTS = ("jpg", "json")
+OUR_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar")
 IMAGE_COLUMNS = ("image_id", "file_name", "width", "height", "masks")
 MASK_COLUMNS = (
     "bbox_x",
@@ -92,13 +93,14 @@ def _field_of(message: str) -> str:
 
 def _find_index(shard_dir: Path, index_dir: Path | None) -> Path | None:
     """``index_dir`` if given, else ``<shard_dir>/../index`` or ``<shard_dir>/index`` when it
-    holds index files of at least one shard in ``shard_dir`` (so an unrelated folder named
-    ``index`` is not taken for this directory's index)."""
+    has ``images/`` or ``masks/`` and ``shard_dir`` holds shards named like ours
+    (``{prefix}-{n:06d}.tar``; official ``sa_000000.tar`` tars come without an index)."""
     if index_dir is not None:
         return index_dir
-    names = [p.name for p in shard_dir.glob("*.tar")]
+    if not any(OUR_SHARD_NAME.fullmatch(p.name) for p in shard_dir.glob("*.tar")):
+        return None
     for candidate in (shard_dir.parent / "index", shard_dir / "index"):
-        if any(f.exists() for name in names for f in index_file_paths(candidate, name)):
+        if (candidate / IMAGES_DIR).is_dir() or (candidate / MASKS_DIR).is_dir():
             return candidate
     return None
 

@@ -19,14 +19,17 @@ complete shard. A complete shard without index files gets them from step 2's tem
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import tarfile
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -164,7 +167,7 @@ class ShardWriter:
         self._written: list[str] = []
         self._tar: tarfile.TarFile | None = None
         self._handle = None
-        self._entries: list[tuple[str, ImageRecord, str]] = []
+        self._rows: list[tuple[pa.Table, pa.Table]] = []  # per sample: (images, masks) rows
         self._content_bytes = 0
         self._closed = False
         self._failed = False
@@ -248,24 +251,30 @@ class ShardWriter:
                     f"annotation {ann.id}: segmentation size {ann.segmentation['size']} != "
                     f"image [height, width] {size}"
                 )
+        if not isinstance(status, str) or not status:
+            raise ValueError(f"status must be a non-empty str, got {status!r}")
+        try:  # index rows now: a value that does not fit fails here, before any byte is written
+            rows = index_tables("", [(key, record, status)], self.stage, self.round)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise ValueError(f"record of {key!r} does not fit the index: {exc}") from exc
         members = [
             _member(f"{key}.jpg", encode_jpeg(image_rgb, self.jpeg_quality)),
             _member(f"{key}.json", encode_record(record)),
         ]
         sample_bytes = sum(_member_bytes(info) for info, _ in members)
-        if self._entries and _final_tar_size(self._content_bytes + sample_bytes) > self.maxsize:
+        if self._rows and _final_tar_size(self._content_bytes + sample_bytes) > self.maxsize:
             self._finish_shard()
         if self._tar is None:
             self._open_shard()
         try:
             for info, data in members:
                 self._tar.addfile(info, io.BytesIO(data))
-        except OSError as exc:
-            self._abort(exc)
-        self._entries.append((key, record, status))
+        except BaseException as exc:  # never leave half a sample in a shard that gets closed
+            self._abort_and_raise(exc)
+        self._rows.append(rows)
         self._keys.add(key)
         self._content_bytes += sample_bytes
-        if len(self._entries) >= self.maxcount:
+        if len(self._rows) >= self.maxcount:
             self._finish_shard()
 
     def _current_paths(self) -> tuple[Path, Path]:
@@ -273,27 +282,38 @@ class ShardWriter:
         return final, atomic.temp_path(final)
 
     def _open_shard(self) -> None:
-        final, tmp = self._current_paths()
+        _, tmp = self._current_paths()
         try:
             self._handle = atomic.open_for_write(tmp)
             self._tar = tarfile.open(fileobj=self._handle, mode="w", format=TAR_FORMAT)
-        except OSError as exc:
-            self._abort(exc)
+        except BaseException as exc:
+            self._abort_and_raise(exc)
 
-    def _abort(self, exc: BaseException, extra: tuple[Path, ...] = ()) -> None:
-        """Drop the shard in progress (and ``extra`` temp files) and raise the named error."""
+    def _abort_and_raise(self, exc: BaseException, extra: tuple[Path, ...] = ()) -> NoReturn:
+        """Drop the shard in progress and ``extra`` temp files; raise ``DatasetWriteError``
+        naming the shard for an ``OSError``, else re-raise ``exc`` (e.g. KeyboardInterrupt)."""
         final, tmp = self._current_paths()
         self._failed = True
         if self._handle is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._handle.close()
-            except OSError:
-                pass
         self._tar = self._handle = None
-        self._entries = []
+        self._rows = []
         for path in (tmp, *extra):
             atomic.remove_quietly(path)
-        raise DatasetWriteError(f"cannot write shard {final}: {exc}") from exc
+        if isinstance(exc, OSError):
+            raise DatasetWriteError(f"cannot write shard {final}: {exc}") from exc
+        raise exc
+
+    def _shard_tables(self, name: str) -> tuple[pa.Table, pa.Table]:
+        """The shard's ``(images, masks)`` tables from the per-sample rows, ``shard`` filled."""
+        tables = []
+        for kind in range(2):
+            table = pa.concat_tables([rows[kind] for rows in self._rows]).combine_chunks()
+            column = pa.array([name] * table.num_rows, pa.string())
+            i = table.schema.get_field_index("shard")
+            tables.append(table.set_column(i, table.schema.field(i), column))
+        return tables[0], tables[1]
 
     def _finish_shard(self) -> None:
         final, tmp = self._current_paths()
@@ -301,29 +321,29 @@ class ShardWriter:
         try:
             self._tar.close()
             atomic.close_synced(self._handle)
-            tables = index_tables(final.name, self._entries, self.stage, self.round)
+            tables = self._shard_tables(final.name)
             for file, table in zip(index_file_paths(self.index_dir, final.name), tables):
                 staged.append(atomic.write_temp(file, table_to_parquet_bytes(table)))
             atomic.commit(tmp, final)
-        except OSError as exc:  # DatasetWriteError included
-            self._abort(exc, tuple(staged))
+        except BaseException as exc:  # DatasetWriteError included
+            self._abort_and_raise(exc, tuple(staged))
         self._tar = self._handle = None
-        self._entries = []
+        self._rows = []
         self._content_bytes = 0
         self._next_number += 1
         self._written.append(final.name)
-        for file in index_file_paths(self.index_dir, final.name):
-            try:
+        try:
+            for file in index_file_paths(self.index_dir, final.name):
                 atomic.commit(atomic.temp_path(file), file)
-            except DatasetWriteError:
-                self._failed = True  # the shard is complete; reopening completes its index
-                raise
+        except BaseException:
+            self._failed = True  # the shard is complete; reopening completes its index
+            raise
 
     def close(self) -> list[str]:
         """Finish the shard in progress; returns the shard names this writer completed."""
         if not self._closed:
             self._closed = True
-            if self._entries and not self._failed:
+            if self._rows and not self._failed:
                 self._finish_shard()
         return list(self._written)
 
