@@ -136,7 +136,7 @@ class ShardWriter:
             raise ValueError(f"prefix must match [A-Za-z0-9_-]+, got {prefix!r}")
         if isinstance(maxcount, bool) or not isinstance(maxcount, int) or maxcount < 1:
             raise ValueError(f"maxcount must be an int >= 1, got {maxcount!r}")
-        if isinstance(maxsize, bool) or not isinstance(maxsize, (int, float)) or maxsize <= 0:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, (int, float)) or not maxsize > 0:
             raise ValueError(f"maxsize must be a number > 0, got {maxsize!r}")
         if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, int):
             raise TypeError(f"jpeg_quality must be an int, got {jpeg_quality!r}")
@@ -160,7 +160,12 @@ class ShardWriter:
             except OSError as exc:
                 raise DatasetWriteError(f"cannot create directory {folder}: {exc}") from exc
         self.recovered: list[str] = []  # shards whose index files were completed on open
-        existing = self._recover()
+        try:
+            existing = self._recover()
+        except DatasetWriteError:
+            raise
+        except OSError as exc:  # listing or removing in an unreadable directory
+            raise DatasetWriteError(f"cannot open {self.shard_dir} for writing: {exc}") from exc
         numbers = [int(_shard_pattern(prefix).fullmatch(n).group(2)) for n in existing]
         self._next_number = max(numbers, default=-1) + 1
         self._keys = written_keys(self.index_dir, prefix)
