@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "run": "stages.demo",
     "validate": "engine.dataset.validate",
+    "audit": "engine.audit.cli",
 }
 
 
