@@ -16,12 +16,12 @@ data the engine annotates) and ``heldout`` (the audit).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from engine.data.decode import DecodeError
 from engine.data.sources import SourceEntry
@@ -33,8 +33,15 @@ from engine.data.synthetic_objects import (
     pick,
     random_color,
 )
-from engine.data.synthetic_shapes import bounding_box, noise_field, paint, rasterize
+from engine.data.synthetic_shapes import (
+    bounding_box,
+    is_uniform,
+    noise_field,
+    paint,
+    rasterize,
+)
 from engine.records import LEVEL_PART, LEVEL_SUBPART, LEVEL_WHOLE, ImageItem, ReferenceMask
+from engine.rle_codec import encode_counts_batch
 
 SPLIT_PUBLIC = "public"
 SPLIT_TRAIN = "train"
@@ -48,6 +55,8 @@ MIN_OBJECTS, MAX_OBJECTS = 5, 40
 MIN_AREA_FRAC, MAX_AREA_FRAC = 0.001, 0.30
 DEFAULT_MIN_MASK_FRAC = 3e-4  # masks under this fraction of the image are dropped
 SAME_AS_PARENT = 0.95  # a part covering >= this fraction of its parent's area is dropped
+MIN_PRIM_AREA = 10.0  # px²: smaller primitives (a far-away eye) are not drawn
+GRAIN_MARGIN = 64  # the noise tile is this much larger than the image, for random windows
 
 
 def split_seeds(split: str, count: int, offset: int = 0) -> range:
@@ -135,34 +144,36 @@ def render_scene(
         min_mask_area = max(16, round(DEFAULT_MIN_MASK_FRAC * height * width))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     smooth = noise_field(rng, height, width, cell=float(rng.uniform(16, 48)))
-    grain = rng.random((height, width), dtype=np.float32)  # uniform, unit variance below
-    grain -= np.float32(0.5)
-    grain *= np.float32(math.sqrt(12.0))
+    grain = _grain(rng, height, width)
     image = _background(plan, smooth)  # 3×H×W float32 (planar: per-channel work is fast)
     channels = image.reshape(3, -1)
-    smooth_flat, grain_flat = smooth.ravel(), grain.ravel()
+    smooth_flat, grain_flat = smooth.ravel(), np.ascontiguousarray(grain).ravel()
     owner = np.zeros(height * width, dtype=np.int32)  # 1 + index into `prims`; 0 = background
     prims: list[tuple[int, int, int]] = []  # (object index, part, sub) per painted primitive
     boxes: dict[tuple[int, ...], tuple[int, int, int, int]] = {}  # label → box it spans
     for obj_index, obj in enumerate(plan.objects):
         for prim in obj.prims:
             box = bounding_box(prim.shape, height, width)
-            if box is None or max(prim.shape.a, prim.shape.b) < 1.0:
+            if box is None or prim.shape.area() < MIN_PRIM_AREA:
                 continue
-            index, u, v = rasterize(prim.shape, box)
+            uniform = is_uniform(prim.fill)
+            index, u, v = rasterize(prim.shape, box, coordinates=not uniform)
             if index.size == 0:
                 continue
             x0, y0, x1, y1 = box
             span = x1 - x0  # box-row-major index → image-row-major index
             flat = index + (index // span) * (width - span) + (y0 * width + x0)
-            colors = paint(
-                prim.fill,
-                u,
-                v,
-                lambda f=flat: smooth_flat[f],
-                lambda f=flat: grain_flat[f],
-                2.0 * max(prim.shape.a, prim.shape.b),
-            )
+            if uniform:
+                colors = prim.fill.color
+            else:
+                colors = paint(
+                    prim.fill,
+                    u,
+                    v,
+                    lambda f=flat: np.take(smooth_flat, f),
+                    lambda f=flat: np.take(grain_flat, f),
+                    2.0 * max(prim.shape.a, prim.shape.b),
+                )
             for channel, values in zip(channels, colors):
                 channel[flat] = values
             prims.append((obj_index, prim.part, prim.sub))
@@ -171,7 +182,9 @@ def render_scene(
                 old = boxes.get(label)
                 boxes[label] = box if old is None else _union(old, box)
     pixels = _finish(image, grain, plan)
-    refs = _reference_masks(owner.reshape(height, width), prims, boxes, min_mask_area)
+    # Column-major owner map: every mask crop taken from it is already in RLE order.
+    owner_t = np.ascontiguousarray(owner.reshape(height, width).T)
+    refs = _reference_masks(owner_t, prims, boxes, min_mask_area)
     return pixels, refs
 
 
@@ -189,49 +202,41 @@ def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[
 
 
 def _reference_masks(
-    owner: np.ndarray,
+    owner_t: np.ndarray,
     prims: list[tuple[int, int, int]],
     boxes: dict[tuple[int, ...], tuple[int, int, int, int]],
     min_area: int,
 ) -> list[ReferenceMask]:
-    """Visible masks per whole / part / sub-part from the owner map (``1 + prim`` per pixel).
+    """Visible masks per whole / part / sub-part from the owner map (``1 + prim`` per pixel,
+    transposed: ``W×H``).
 
     ``boxes`` maps each label — ``(obj,)``, ``(obj, part)``, ``(obj, part, sub)`` — to the box
-    its primitives span; labels are numbered per level so that one gather per level gives a
-    label map within any box, and one ``bincount`` of the owner map gives every visible area.
+    its primitives span. A label's primitives are numbered consecutively (objects, parts and
+    sub-parts are drawn in one go), so its mask in a box is a range test on the owner map.
     """
-    height, width = owner.shape
-    if not prims:
-        return []
-    ids: list[dict[tuple[int, ...], int]] = [{}, {}, {}]  # per level: label → id (0 = none)
-    luts = np.zeros((3, len(prims) + 1), dtype=np.int64)
-    for i, prim in enumerate(prims, start=1):
-        for level, label in enumerate(_labels(*prim)):
-            luts[level, i] = ids[level].setdefault(label, len(ids[level]) + 1)
-    # Visible pixels per primitive, then per label of each level (sums over tiny arrays).
-    prim_area = np.bincount(owner.ravel(), minlength=len(prims) + 1).astype(np.float64)
-    areas = [
-        np.bincount(luts[level], weights=prim_area, minlength=len(ids[level]) + 1)
-        for level in range(3)
-    ]
+    width, height = owner_t.shape
+    members: dict[tuple[int, ...], list[int]] = {}  # label → its primitive numbers (1-based)
+    for number, prim in enumerate(prims, start=1):
+        for label in _labels(*prim):
+            members.setdefault(label, []).append(number)
+    prim_area = np.bincount(owner_t.ravel(), minlength=len(prims) + 1).tolist()
 
     def visible(label: tuple[int, ...]) -> int:
-        level = len(label) - 1
-        return int(areas[level][ids[level][label]])
+        return sum(prim_area[n] for n in members[label])
 
     refs: list[ReferenceMask] = []
-    crops: list[tuple[tuple[int, ...], int]] = []  # (label, level) per reference
+    labels: list[tuple[int, ...]] = []  # per reference
 
     def add(label: tuple[int, ...], level: int, parent: int | None) -> int:
-        crops.append((label, len(label) - 1))
+        labels.append(label)
         refs.append(ReferenceMask(rle={}, level=level, object_id=label[0], parent_index=parent))
         return len(refs) - 1
 
     children: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-    for label in boxes:  # insertion order: drawing order, parents before their children
+    for label in members:
         if len(label) > 1:
             children.setdefault(label[:-1], []).append(label)
-    for obj_label in sorted(label for label in boxes if len(label) == 1):
+    for obj_label in sorted(label for label in members if len(label) == 1):
         whole_area = visible(obj_label)
         if whole_area < min_area:
             continue
@@ -247,38 +252,78 @@ def _reference_masks(
                 sub_area = visible(sub_label)
                 if min_area <= sub_area < SAME_AS_PARENT * area:
                     add(sub_label, LEVEL_SUBPART, parent)
-    for ref, (label, level) in zip(refs, crops):
+    columns, origins = [], []
+    for label in labels:
         x0, y0, x1, y1 = boxes[label]
-        crop = luts[level][owner[y0:y1, x0:x1]] == ids[level][label]
-        ref.rle = crop_to_rle(crop, x0, y0, height, width)
+        crop = owner_t[x0:x1, y0:y1]
+        numbers = members[label]
+        lo, hi = numbers[0], numbers[-1]
+        if hi - lo + 1 == len(numbers):
+            columns.append((crop >= lo) & (crop <= hi))
+        else:  # not drawn in one go (no template does this today)
+            columns.append(np.isin(crop, numbers))
+        origins.append((x0, y0))
+    for ref, rle in zip(refs, columns_to_rles(columns, origins, height, width)):
+        ref.rle = rle
     return refs
 
 
 def crop_to_rle(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict:
-    """COCO compressed RLE of an ``height×width`` mask that is zero outside ``crop``, whose
-    top-left pixel is ``(x0, y0)``; never builds the full-size mask."""
-    ch, cw = crop.shape
-    padded = np.zeros((cw, ch + 2), dtype=bool)  # one column per row, zero above and below
-    padded[:, 1:-1] = crop.T
-    changes = np.flatnonzero(padded[:, 1:] != padded[:, :-1])  # run starts and ends
-    col, row = np.divmod(changes, ch + 1)
-    bounds = (col + x0) * height + (row + y0)  # column-major positions in the full mask
-    if ch == height and bounds.size > 1:  # a run may continue from one column into the next
-        joined = bounds[1:] == bounds[:-1]
+    """COCO compressed RLE of an ``height×width`` mask that is zero outside ``crop`` (``h×w``
+    bool), whose top-left pixel is ``(x0, y0)``; never builds the full-size mask."""
+    return columns_to_rles([np.ascontiguousarray(crop.T)], [(x0, y0)], height, width)[0]
+
+
+def columns_to_rles(
+    crops_t: list[np.ndarray], origins: list[tuple[int, int]], height: int, width: int
+) -> list[dict]:
+    """RLEs of many ``height×width`` masks, each zero outside its crop, in one vectorised pass.
+
+    ``crops_t[i]`` is crop ``i`` transposed (``w×h`` bool: one row per image column, i.e.
+    already in RLE's column-major order) and ``origins[i]`` its top-left pixel ``(x0, y0)``.
+    """
+    if not crops_t:
+        return []
+    total = height * width
+    # Lay every crop column out between zero cells, all crops end to end: a change between
+    # two neighbouring cells is a run boundary, and never crosses a column or a crop.
+    strides = np.array([c.shape[1] + 2 for c in crops_t], dtype=np.int64)
+    sizes = np.array([c.shape[0] for c in crops_t], dtype=np.int64) * strides
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    cells = np.zeros(int(sizes.sum()), dtype=bool)
+    for crop, start, stride in zip(crops_t, starts.tolist(), strides.tolist()):
+        cells[start : start + crop.size + 2 * crop.shape[0]].reshape(-1, stride)[:, 1:-1] = crop
+    change = np.flatnonzero(cells[1:] != cells[:-1])
+    owner = np.searchsorted(starts, change, side="right") - 1
+    column, row = np.divmod(change - starts[owner], strides[owner])
+    origin = np.asarray(origins, dtype=np.int64)
+    bounds = (column + origin[owner, 0]) * height + (row + origin[owner, 1])
+    # A run reaching the bottom of a full-height column goes on at the top of the next one.
+    joined = (bounds[1:] == bounds[:-1]) & (owner[1:] == owner[:-1])
+    if joined.any():
         keep = np.ones(bounds.size, dtype=bool)
         keep[:-1] &= ~joined
         keep[1:] &= ~joined
-        bounds = bounds[keep]
-    counts = np.empty(bounds.size + 1, dtype=np.int64)
-    counts[0] = bounds[0] if bounds.size else height * width
-    counts[1:-1] = bounds[1:] - bounds[:-1]
-    if bounds.size:
-        counts[-1] = height * width - bounds[-1]
-        if counts[-1] == 0:  # the mask reaches the last pixel: no trailing empty run
-            counts = counts[:-1]
-    uncompressed = {"size": [height, width], "counts": counts.tolist()}
-    rle = mask_utils.frPyObjects(uncompressed, height, width)
-    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+        bounds, owner = bounds[keep], owner[keep]
+    counts = np.bincount(owner, minlength=len(crops_t))  # boundaries per mask
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    previous = np.empty_like(bounds)
+    previous[1:] = bounds[:-1]
+    previous[first[counts > 0]] = 0
+    # Runs of mask i: its boundary gaps, then what is left to the end (dropped when 0).
+    runs = np.empty(bounds.size + len(crops_t), dtype=np.int64)
+    slots = np.arange(bounds.size) + owner  # one extra slot per earlier mask (its tail)
+    runs[slots] = bounds - previous
+    tails = np.cumsum(counts + 1) - 1
+    last = np.append(bounds, 0)[np.where(counts > 0, first + counts - 1, bounds.size)]
+    runs[tails] = total - last
+    lengths = counts + 1
+    empty_tail = (runs[tails] == 0) & (counts > 0)
+    if empty_tail.any():
+        runs = np.delete(runs, tails[empty_tail])
+        lengths = lengths - empty_tail
+    strings = encode_counts_batch(runs, lengths)
+    return [{"size": [height, width], "counts": c.decode("ascii")} for c in strings]
 
 
 def _background(plan: ScenePlan, smooth: np.ndarray) -> np.ndarray:
@@ -308,6 +353,27 @@ def _background(plan: ScenePlan, smooth: np.ndarray) -> np.ndarray:
         image[k] += texture
         image[k] += np.float32(a)
     return image
+
+
+@functools.lru_cache(maxsize=4)
+def _grain_tile(height: int, width: int) -> np.ndarray:
+    """A fixed field of uniform noise (unit variance) a little larger than the image."""
+    rng = np.random.default_rng(0x5A1B)
+    tile = rng.random((height + GRAIN_MARGIN, width + GRAIN_MARGIN), dtype=np.float32)
+    tile -= np.float32(0.5)
+    tile *= np.float32(math.sqrt(12.0))
+    tile.flags.writeable = False
+    return tile
+
+
+def _grain(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Per-pixel noise for a scene: a seeded window of the fixed tile (``H×W``, read-only).
+
+    Cutting a window is ~50× cheaper than drawing ``H×W`` fresh numbers per image, and the
+    noise still differs between scenes (and is the same for the same seed).
+    """
+    dy, dx = (int(v) for v in rng.integers(0, GRAIN_MARGIN, 2))
+    return _grain_tile(height, width)[dy : dy + height, dx : dx + width]
 
 
 def _finish(image: np.ndarray, grain: np.ndarray, plan: ScenePlan) -> np.ndarray:

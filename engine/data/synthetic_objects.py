@@ -13,7 +13,7 @@ import bisect
 import colorsys
 import itertools
 import math
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,8 +48,7 @@ _BG_LIKE_PATTERNS = _cumulative({"stripes": 0.3, "checker": 0.2, "dots": 0.2, "g
 KIND_CHOICES = _cumulative(KINDS)
 
 
-@dataclass(frozen=True)
-class Prim:
+class Prim(NamedTuple):
     """One primitive of an object, in drawing order (later ones cover earlier ones)."""
 
     shape: Shape
@@ -58,8 +57,7 @@ class Prim:
     sub: int = -1
 
 
-@dataclass(frozen=True)
-class SceneObject:
+class SceneObject(NamedTuple):
     """A placed object: its primitives in pixels and the area it was sized for (px²)."""
 
     kind: str
@@ -110,7 +108,7 @@ class Palette:
             pattern=pattern,
             scale=scale * (0.12 + 0.23 * period),
             amount=0.35 + 0.45 * amount,
-            shade=0.35 * shade,
+            shade=0.0 if shade < 0.4 else 0.35 * shade,  # unshaded 40 % of the time
             light=2 * math.pi * light,
         )
 
@@ -182,7 +180,7 @@ def _outline(prims: list[Prim], shape: Shape, color: Color, rng: np.random.Gener
     """Maybe add a dark rim drawn under ``shape`` (it belongs to the whole only)."""
     if rng.random() < 0.3:
         grow = float(rng.uniform(0.04, 0.08))
-        rim = replace(shape, a=shape.a + grow, b=shape.b + grow)
+        rim = shape._replace(a=shape.a + grow, b=shape.b + grow)
         prims.append(Prim(rim, Fill(shift(color, -90)), part=-2))
 
 
@@ -239,7 +237,7 @@ def _creature(rng: np.random.Generator, pal: Palette) -> list[Prim]:
     for k, dx in enumerate((-0.35, 0.35) if rng.random() < 0.7 else (0.2,)):
         eye = Shape(ELLIPSE, head.cx + dx * head_r, head.cy - 0.15 * head_r, eye_r, eye_r)
         prims.append(Prim(eye, Fill(eye_color), part=1, sub=k))
-        pupil = replace(eye, a=eye_r * 0.45, b=eye_r * 0.45)
+        pupil = eye._replace(a=eye_r * 0.45, b=eye_r * 0.45)
         prims.append(Prim(pupil, Fill((25.0, 20.0, 20.0)), part=1, sub=k))
     return prims
 
@@ -332,7 +330,7 @@ def _vehicle(rng: np.random.Generator, pal: Palette) -> list[Prim]:
     for k, x in enumerate((-0.72, 0.72)):
         wheel = Shape(ELLIPSE, x, 0.32, wheel_r, wheel_r)
         prims.append(Prim(wheel, Fill((30.0, 30.0, 32.0), shade=0.2), part=2 + k))
-        hub = replace(wheel, a=wheel_r * 0.45, b=wheel_r * 0.45)
+        hub = wheel._replace(a=wheel_r * 0.45, b=wheel_r * 0.45)
         prims.append(Prim(hub, Fill((185.0, 185.0, 190.0)), part=2 + k, sub=0))
     return prims
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,9 +23,11 @@ RING = "ring"  # ellipse with an elliptical hole: ``extra = (inner fraction,)``
 PATTERNS = ("flat", "gradient", "stripes", "checker", "dots", "mottled", "grain")
 
 
-@dataclass(frozen=True)
-class Shape:
-    """One primitive in pixel coordinates (see the module docstring)."""
+class Shape(NamedTuple):
+    """One primitive in pixel coordinates (see the module docstring).
+
+    (Named tuples rather than dataclasses: a scene builds hundreds of these per image.)
+    """
 
     kind: str
     cx: float
@@ -94,8 +96,7 @@ class Shape:
         )
 
 
-@dataclass(frozen=True)
-class Fill:
+class Fill(NamedTuple):
     """How a shape is coloured: RGB in 0–255 plus a pattern in the shape's own frame.
 
     ``scale`` is the pattern period in pixels, ``shade`` the strength of a linear light
@@ -111,6 +112,11 @@ class Fill:
     light: float = 0.0  # direction of the light gradient (radians, in the shape frame)
 
 
+def is_uniform(fill: Fill) -> bool:
+    """Whether every pixel gets the same colour (no pattern, no light gradient)."""
+    return fill.pattern == "flat" and not fill.shade
+
+
 def bounding_box(shape: Shape, height: int, width: int) -> tuple[int, int, int, int] | None:
     """Pixel box ``(x0, y0, x1, y1)`` (end-exclusive) clipped to the image; None if empty."""
     bx0, by0, bx1, by1 = shape.bounds()
@@ -122,12 +128,13 @@ def bounding_box(shape: Shape, height: int, width: int) -> tuple[int, int, int, 
 
 
 def rasterize(
-    shape: Shape, box: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    shape: Shape, box: tuple[int, int, int, int], coordinates: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The pixels of ``box`` inside ``shape``: ``(index, u, v)``.
 
     ``index`` holds flat row-major positions within the box (int64); ``u, v`` are those
-    pixels' centres in the shape frame (float32). All three are 1-D of the same length.
+    pixels' centres in the shape frame (float32), all 1-D of the same length — or ``None``
+    when ``coordinates`` is false (a uniform fill does not need them).
     (Python floats mixed with float32 arrays stay float32 under NumPy 2's promotion rules.)
     """
     x0, y0, x1, y1 = box
@@ -155,6 +162,8 @@ def rasterize(
                 rim += amp * np.cos(theta * float(k) + phase)
             keep = maybe[r2.ravel()[maybe] <= rim * rim]
             index = np.concatenate([np.flatnonzero(sure), keep])
+        if not coordinates:
+            return index, None, None
         return index, un.ravel()[index] * a, vn.ravel()[index] * b
     u = (xs * c)[None, :] + (ys * s)[:, None]
     v = (ys * c)[:, None] - (xs * s)[None, :]
@@ -178,6 +187,8 @@ def rasterize(
         index = np.flatnonzero(inside)
     else:
         raise ValueError(f"unknown shape kind {kind!r}")
+    if not coordinates:
+        return index, None, None
     return index, u.ravel()[index], v.ravel()[index]
 
 
