@@ -115,11 +115,16 @@ class MaskDecoder(nn.Module):
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-        indices = range(self.num_mask_tokens)[wanted]
+        # Without autograd only the wanted masks are computed. With it, all are (and then
+        # sliced), so every head gets a gradient — zero for unused ones, as in the official
+        # model — which DDP and optimizers expect.
+        computed, keep = range(self.num_mask_tokens), wanted
+        if not torch.is_grad_enabled():
+            computed, keep = computed[wanted], slice(None)
         hyper_in = torch.stack(
-            [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in indices], dim=1
+            [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in computed], dim=1
         )  # B×M×(C/8)
         _, c8, h4, w4 = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c8, h4 * w4)).view(b, -1, h4, w4)
-        iou_pred = self.iou_prediction_head(iou_token_out)[:, wanted]
-        return masks, iou_pred
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        return masks[:, keep], iou_pred[:, wanted]

@@ -19,9 +19,13 @@ class ResizeLongestSide:
 
     @staticmethod
     def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
-        """``(h, w)`` after scaling ``(oldh, oldw)`` so the longest side is ``long_side_length``."""
+        """``(h, w)`` after scaling ``(oldh, oldw)`` so the longest side is ``long_side_length``.
+
+        Rounds like the official version, but never returns 0 (it does for very elongated
+        images, e.g. 1×1000 at 256, which then fail to resize).
+        """
         scale = long_side_length * 1.0 / max(oldh, oldw)
-        return int(oldh * scale + 0.5), int(oldw * scale + 0.5)
+        return max(1, int(oldh * scale + 0.5)), max(1, int(oldw * scale + 0.5))
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """``H×W×C`` uint8 → resized ``h×w×C`` uint8 (PIL bilinear, as the official package)."""
