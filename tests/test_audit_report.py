@@ -268,6 +268,8 @@ def test_bad_samples_are_skipped_and_counted_or_raise(tmp_path):
     good = image_record([rect(H, W, 0, 0, 5, 5)])
     wrong_size = image_record([rect(H, W, 0, 0, 5, 5)])
     wrong_size.width = W + 1  # masks no longer fit the image
+    bad_runs = image_record([rect(H, W, 0, 0, 5, 5)])
+    bad_runs.annotations[0].segmentation["counts"] = mask_to_rle(rect(4, 4, 0, 0, 2, 2))["counts"]
     jpeg = encode_jpeg(noise_image(H, W, 0), 90)
     jpeg_wide = encode_jpeg(noise_image(H, W + 1, 0), 90)
     shard = tmp_path / "bad-000000.tar"
@@ -278,10 +280,18 @@ def test_bad_samples_are_skipped_and_counted_or_raise(tmp_path):
         _tar_member(tar, "b.json", b"{not json")
         _tar_member(tar, "c.jpg", jpeg_wide)
         _tar_member(tar, "c.json", encode_record(wrong_size))
-    summary = run_audit(shard, out_dir=tmp_path / "out", gallery_size=0)
-    assert summary["read"]["samples"] == 1 and summary["read"]["skipped"] == 2
-    assert any(": b: " in p for p in summary["read"]["problems"])
-    assert any("RLE size" in p for p in summary["read"]["problems"])
+        _tar_member(tar, "d.jpg", jpeg)
+        _tar_member(tar, "d.json", encode_record(bad_runs))
+        _tar_member(tar, "e.jpg", b"not a jpeg")  # the record is fine: audited, not drawn
+        _tar_member(tar, "e.json", encode_record(good))
+    summary = run_audit(shard, out_dir=tmp_path / "out", gallery_size=2)
+    assert summary["read"]["samples"] == 2 and summary["read"]["skipped"] == 3
+    problems = summary["read"]["problems"]
+    assert any(": e: gallery image does not decode" in p for p in problems)
+    assert {g["key"] for g in summary["gallery"]} == {"a"}
+    assert any(": b: " in p for p in problems)  # not JSON
+    assert any(": c: " in p and "RLE size" in p for p in problems)  # masks of another size
+    assert any(": d: " in p for p in problems)  # runs that do not cover the image
     with pytest.raises(Exception, match="json"):
         run_audit(shard, out_dir=tmp_path / "out2", on_error="raise")
 

@@ -198,3 +198,49 @@ def test_selection_keeps_k_smallest_whatever_the_order():
     assert [(p, k) for p, k, _ in forward.items()] == expected
     assert [(p, k) for p, k, _ in merged.items()] == expected
     assert random_priority(7, "k1") == random_priority(7, "k1") != random_priority(8, "k1")
+
+
+# -- batched RLE check -----------------------------------------------------------------------
+
+
+def _strict_total(counts: bytes) -> int | None:
+    from engine.rle_codec import RLEError, decode_counts
+
+    try:
+        return int(decode_counts(counts).sum())
+    except RLEError:
+        return None
+
+
+def test_check_counts_agrees_with_the_strict_codec_on_valid_and_corrupted_strings():
+    from engine.audit.rle_check import check_counts
+
+    rng = np.random.default_rng(0)
+    counts, pixels = [], []
+    for i in range(400):
+        h, w = int(rng.integers(1, 16)), int(rng.integers(1, 16))
+        c = mask_to_rle(rng.random((h, w)) < rng.uniform(0, 1))["counts"].encode()
+        kind = i % 6
+        if kind == 1 and len(c) > 1:
+            c = c[:-1]  # cut short
+        elif kind == 2:
+            c = c + bytes([int(rng.integers(0, 130))])  # a stray character
+        elif kind == 3:
+            b = bytearray(c)
+            b[int(rng.integers(0, len(b)))] = int(rng.integers(40, 120))
+            c = bytes(b)
+        elif kind == 4:
+            c = b""
+        counts.append(c)
+        pixels.append(h * w + (i % 11 == 0))  # some declared sizes do not match
+    expected = [_strict_total(c) == p for c, p in zip(counts, pixels)]
+    assert check_counts(counts, pixels).tolist() == expected
+    assert 0.2 < np.mean(expected) < 0.8  # both kinds are really exercised
+    assert check_counts([b"", b"0"], [0, 0]).tolist() == [True, True]
+
+
+def test_measure_image_rejects_runs_that_fall_short_of_the_image():
+    record = image_record([rect(10, 10, 0, 0, 5, 5), rect(10, 10, 0, 0, 2, 2)])
+    record.annotations[1].segmentation["counts"] = mask_to_rle(rect(3, 3, 0, 0, 1, 1))["counts"]
+    with pytest.raises(ValueError, match=r"masks \[1\].*10x10"):
+        measure_image(record)

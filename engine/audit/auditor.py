@@ -24,7 +24,7 @@ from engine.audit.inputs import (
 from engine.audit.match import Matching, match_masks
 from engine.audit.metrics import THRESHOLDS, ReferenceMetrics, threshold_key
 from engine.audit.reference import ReferenceSet
-from engine.audit.stats import OVERLAP_THRESHOLDS, DatasetStats, measure_image
+from engine.audit.stats import OVERLAP_THRESHOLDS, DatasetStats, check_rles, measure_image
 from engine.masks import rle_area
 from engine.sa1b import ImageRecord
 
@@ -136,6 +136,8 @@ class Auditor:
         measures = measure_image(record, self.options.concavity_masks)
         rles = [a.segmentation for a in record.annotations]
         refs = self.reference.lookup(key, record) if self.reference is not None else None
+        if refs:
+            check_rles([r.rle for r in refs], record.height, record.width)
         matching = match_masks(rles, [r.rle for r in refs]) if refs is not None else None
         ref_areas = np.array([rle_area(r.rle) for r in refs or []], dtype=np.float64)
 

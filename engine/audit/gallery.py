@@ -75,24 +75,24 @@ class Gallery:
         for kind in KINDS:
             self.selections[kind].merge(other.selections[kind])
 
-    def render(self, max_side: int = 384) -> list[GalleryImage]:
-        """Draw every selected image (best first, worst first, then random)."""
-        out = []
+    def render(self, max_side: int = 384) -> tuple[list[GalleryImage], list[str]]:
+        """Draw every selected image (best first, worst first, then random).
+
+        Returns ``(images, problems)``: an image whose JPEG does not decode is left out and
+        named in ``problems`` (the reader does not decode images in records-only mode).
+        """
+        out, problems = [], []
         for kind in KINDS:
             for _, _, c in self.selections[kind].items():
-                png = overlay_png(
-                    c.jpeg,
-                    [a.segmentation for a in c.record.annotations],
-                    c.references,
-                    max_side=max_side,
-                )
+                masks = [a.segmentation for a in c.record.annotations]
+                try:
+                    png = overlay_png(c.jpeg, masks, c.references, max_side=max_side)
+                except OSError as exc:  # PIL: UnidentifiedImageError, truncated data
+                    problems.append(f"{c.shard}: {c.key}: gallery image does not decode: {exc}")
+                    continue
                 refs = None if c.references is None else len(c.references)
-                out.append(
-                    GalleryImage(
-                        kind, c.key, c.shard, c.score, len(c.record.annotations), refs, png
-                    )
-                )
-        return out
+                out.append(GalleryImage(kind, c.key, c.shard, c.score, len(masks), refs, png))
+        return out, problems
 
 
 def _thumbnail_masks(rles: list[dict], rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:

@@ -81,6 +81,8 @@ class MatchCounts:
             self.above[t] += other.above[t]
 
     def to_json(self, with_recall: bool = True) -> dict:
+        """With ``with_recall=False`` (per-source counts) image and reference counts and
+        recall are left out: they belong to images, not to a mask's source."""
         out = {
             "images": self.images,
             "references": self.references,
@@ -96,6 +98,8 @@ class MatchCounts:
             out["recall"] = {
                 threshold_key(t): _share(self.above[t], self.references) for t in THRESHOLDS
             }
+        else:
+            del out["images"], out["references"]
         return out
 
 

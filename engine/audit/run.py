@@ -197,8 +197,10 @@ def run_audit(
             total.merge(auditor)
             if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA))
+    gallery, problems = total.gallery.render()
+    for message in problems:
+        total.read.problem(message)
     summary = build_summary(total, inputs.shards, paths, reference, options)
-    gallery = total.gallery.render()
     summary["gallery"] = [
         {"kind": g.kind, "key": g.key, "shard": g.shard, "score": g.score} for g in gallery
     ]

@@ -9,7 +9,9 @@ Conventions: a pixel ``(x, y)`` is the unit square ``[x, x+1) × [y, y+1)``; a c
 centre of mass of the pixel squares (so it is ``(x + 0.5, y + 0.5)`` for a single pixel) and is
 reported normalised by the image width / height. Concavity is ``1 − area / hull_area`` where the
 hull is the convex hull of the pixel *squares* (their corners), so a filled rectangle scores
-exactly 0 and every mask scores in ``[0, 1)``.
+exactly 0 and every mask scores in ``[0, 1)``. The hull is computed for all masks of a chunk
+at once from each column's top and bottom pixel (``hull_areas``), and checked in the tests
+against ``scipy.spatial.ConvexHull`` of every pixel corner.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from scipy.spatial import ConvexHull
 
-from engine import masks as mask_ops
 from engine.audit.hist import Histogram, Histogram2D
+from engine.audit.rle_check import check_counts
 from engine.sa1b import ImageRecord
 
 OVERLAP_THRESHOLDS = (0.5, 0.9)
@@ -32,6 +33,9 @@ def coco_rles(rles: list[dict]) -> list[dict]:
     out = []
     for rle in rles:
         counts = rle["counts"]
+        if isinstance(counts, bytes):
+            out.append(rle)
+            continue
         out.append(
             {
                 "size": [int(rle["size"][0]), int(rle["size"][1])],
@@ -41,17 +45,66 @@ def coco_rles(rles: list[dict]) -> list[dict]:
     return out
 
 
-def _hull_concavity(left: np.ndarray, right: np.ndarray, rows: np.ndarray, area: int) -> float:
-    """Concavity from per-row extents: row ``rows[i]`` spans pixels ``[left[i], right[i])``."""
-    y0 = rows.astype(np.float64)
-    y1 = y0 + 1.0
-    l = left.astype(np.float64)
-    r = right.astype(np.float64)
-    points = np.concatenate(
-        [np.stack([l, y0], 1), np.stack([l, y1], 1), np.stack([r, y0], 1), np.stack([r, y1], 1)]
-    )
-    hull_area = ConvexHull(points).volume  # in 2-D, "volume" is the area
-    return max(0.0, float(1.0 - area / hull_area))  # hull ⊇ mask: only rounding goes < 0
+def _minorant_integral(seg: np.ndarray, y: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """Per segment, the integral over its ``y`` range of the convex minorant of points ``(y, x)``.
+
+    Points are sorted by ``seg`` then strictly increasing ``y``. All segments are done at once:
+    each pass drops every interior point on or above the chord of its live neighbours (such a
+    point is no vertex of the lower hull, so dropping them together keeps the hull) until
+    none is left to drop; the survivors are the hull's vertices. Returns ``n`` integrals.
+    """
+    alive = np.ones(y.size, dtype=bool)
+    while True:
+        idx = np.flatnonzero(alive)
+        if idx.size < 3:
+            break
+        s, yy, xx = seg[idx], y[idx], x[idx]
+        inner = (s[1:-1] == s[:-2]) & (s[1:-1] == s[2:])
+        cross = (yy[2:] - yy[:-2]) * (xx[1:-1] - xx[:-2]) - (xx[2:] - xx[:-2]) * (
+            yy[1:-1] - yy[:-2]
+        )
+        drop = inner & (cross >= 0)
+        if not drop.any():
+            break
+        alive[idx[1:-1][drop]] = False
+    idx = np.flatnonzero(alive)
+    s, yy, xx = seg[idx], y[idx], x[idx]
+    same = s[1:] == s[:-1]
+    trapezoids = (yy[1:] - yy[:-1]) * (xx[1:] + xx[:-1]) / 2
+    return np.bincount(s[1:][same], weights=trapezoids[same], minlength=n)
+
+
+def hull_areas(start: np.ndarray, end: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Convex-hull areas of ``N`` masks given line by line (the hull of their pixel squares).
+
+    ``start``, ``end``, ``present`` are ``L×N``: line ``i`` of mask ``k`` (a row, or a column —
+    the area does not care) covers cells ``[start[i, k], end[i, k])`` when ``present[i, k]``.
+    Only each line's two extremes matter for the hull. The hull's left side is the convex
+    minorant of the extremes at the line edges ``i`` and ``i + 1``, its right side the concave
+    majorant; the area is the integral between them. Empty masks get 0.
+    """
+    lines, n = present.shape
+    big = np.int64(1) << 40
+    lo = np.where(present, start, big)
+    hi = np.where(present, end, -big)
+    pad_lo, pad_hi = np.full((1, n), big), np.full((1, n), -big)
+    # extremes at edge e (between lines e-1 and e): both neighbouring lines' squares touch it
+    edge_lo = np.minimum(np.vstack([pad_lo, lo]), np.vstack([lo, pad_lo]))
+    edge_hi = np.maximum(np.vstack([pad_hi, hi]), np.vstack([hi, pad_hi]))
+    none = np.zeros((1, n), dtype=bool)
+    valid = np.vstack([present, none]) | np.vstack([none, present])
+    k, e = np.nonzero(valid.T)  # sorted by mask, then edge
+    y = e.astype(np.float64)
+    left = _minorant_integral(k, y, edge_lo[e, k].astype(np.float64), n)
+    right = -_minorant_integral(k, y, -edge_hi[e, k].astype(np.float64), n)
+    return right - left
+
+
+def _concavity(area: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 1.0 - area / hull
+    out[area == 0] = np.nan
+    return np.maximum(out, 0.0)  # hull ⊇ mask: only rounding could go below 0
 
 
 def concavity(mask: np.ndarray) -> float:
@@ -59,12 +112,11 @@ def concavity(mask: np.ndarray) -> float:
     if mask.ndim != 2:
         raise ValueError(f"mask must be H×W, got shape {mask.shape}")
     m = mask.astype(bool)
-    rows = np.flatnonzero(m.any(axis=1))
-    if rows.size == 0:
-        return float("nan")
-    left = m[rows].argmax(axis=1)
-    right = m.shape[1] - m[rows, ::-1].argmax(axis=1)
-    return _hull_concavity(left, right, rows, int(m.sum()))
+    present = m.any(axis=1)
+    left = m.argmax(axis=1)
+    right = m.shape[1] - m[:, ::-1].argmax(axis=1)
+    hull = hull_areas(left[:, None], right[:, None], present[:, None])
+    return float(_concavity(np.array([m.sum()], dtype=np.float64), hull)[0])
 
 
 @dataclass
@@ -98,28 +150,48 @@ def mask_shapes(
     ys = np.arange(height, dtype=np.float64) + 0.5
     coco = coco_rles(rles)
     for start in range(0, n, chunk):
-        block = mask_utils.decode(coco[start : start + chunk])  # H×W×c uint8, Fortran order
-        col = block.sum(axis=0, dtype=np.int64)  # W×c
-        row = block.sum(axis=1, dtype=np.int64)  # H×c
-        a = col.sum(axis=0)
-        area[start : start + block.shape[2]] = a
+        # pycocotools gives H×W×c in Fortran order: as c×W×H it is C-contiguous, each image
+        # column a contiguous line (the hull is computed column by column: same area).
+        block = mask_utils.decode(coco[start : start + chunk]).transpose(2, 1, 0).view(bool)
+        stop = start + block.shape[0]
+        col = np.count_nonzero(block, axis=2)  # c×W
+        row = np.count_nonzero(block, axis=1)  # c×H
+        a = col.sum(axis=1)
+        area[start:stop] = a
         with np.errstate(invalid="ignore", divide="ignore"):
-            centre[start : start + block.shape[2], 0] = (xs @ col) / a / width
-            centre[start : start + block.shape[2], 1] = (ys @ row) / a / height
-        todo = [k for k in range(block.shape[2]) if want[start + k] and a[k] > 0]
-        if not todo:
+            centre[start:stop, 0] = (col @ xs) / a / width
+            centre[start:stop, 1] = (row @ ys) / a / height
+        todo = np.flatnonzero(want[start:stop] & (a > 0))
+        if todo.size == 0:
             continue
-        left = block.argmax(axis=1)  # H×c: first foreground column per row
-        right = width - block[:, ::-1, :].argmax(axis=1)  # exclusive end per row
-        for k in todo:
-            rows = np.flatnonzero(row[:, k])
-            conc[start + k] = _hull_concavity(left[rows, k], right[rows, k], rows, int(a[k]))
+        lines = block if todo.size == block.shape[0] else block[todo]
+        top = lines.argmax(axis=2)  # c×W: first foreground row of each column
+        bottom = height - lines[:, :, ::-1].argmax(axis=2)  # exclusive end
+        hull = hull_areas(top.T, bottom.T, (col[todo] > 0).T)
+        conc[start + todo] = _concavity(a[todo].astype(np.float64), hull)
     return MaskShapes(area, centre, conc)
 
 
+def check_rles(rles: list[dict], height: int, width: int, ids: list | None = None) -> None:
+    """Raise ``ValueError`` naming the masks (by ``ids``, else index) whose counts do not
+    decode to exactly ``height × width`` pixels (see ``engine.audit.rle_check``)."""
+    coco = coco_rles(rles)
+    ok = check_counts([r["counts"] for r in coco], [height * width] * len(coco))
+    if not ok.all():
+        bad = [ids[i] if ids is not None else i for i in np.flatnonzero(~ok)]
+        raise ValueError(f"masks {bad}: RLE counts do not decode to {height}x{width} pixels")
+
+
 def pairwise_iou(rles: list[dict]) -> np.ndarray:
-    """``N×N`` IoU between the masks of one image, with 0 on the diagonal."""
-    iou = mask_ops.rle_iou(rles, rles)
+    """``N×N`` IoU between the masks of one image, with 0 on the diagonal.
+
+    ``rles`` may already be in pycocotools form (``coco_rles``), which skips a conversion.
+    """
+    if len(rles) == 0:
+        return np.zeros((0, 0))
+    coco = coco_rles(rles)
+    iou = np.asarray(mask_utils.iou(coco, coco, [0] * len(coco)), dtype=np.float64)
+    iou = iou.reshape(len(coco), len(coco))
     np.fill_diagonal(iou, 0.0)
     return iou
 
@@ -156,6 +228,8 @@ def measure_image(record: ImageRecord, concavity_masks: int | None = None) -> Im
                 f"annotation {ann.id}: RLE size {ann.segmentation['size']} != image "
                 f"[{record.height}, {record.width}]"
             )
+    rles = coco_rles(rles)  # converted once
+    check_rles(rles, record.height, record.width, [a.id for a in record.annotations])
     shapes = mask_shapes(rles, record.height, record.width, concavity_masks)
     n = len(rles)
     if n > 1:
@@ -190,7 +264,7 @@ class DatasetStats:
         self.pairs_above = dict.fromkeys(OVERLAP_THRESHOLDS, 0)
         self.masks_with_overlap = dict.fromkeys(OVERLAP_THRESHOLDS, 0)
         self.hists = {
-            "masks_per_image": Histogram.linear(0, 400, 80),
+            "masks_per_image": Histogram.linear(0, 500, 500),  # one bin per count
             "relative_area": Histogram.log(1e-6, 1.0, 60),
             "concavity": Histogram.linear(0, 1, 50),
             "coverage": Histogram.linear(0, 1, 50),
