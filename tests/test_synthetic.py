@@ -14,18 +14,17 @@ from engine.data.synthetic import (
     MAX_OBJECTS,
     MIN_AREA_FRAC,
     MIN_OBJECTS,
-    SAME_AS_PARENT,
     SPLIT_HELDOUT,
     SPLIT_PUBLIC,
     SPLIT_TRAIN,
     SPLITS,
     SyntheticSource,
-    crop_to_rle,
     plan_scene,
     render_scene,
     split_of,
     split_seeds,
 )
+from engine.data.synthetic_masks import SAME_AS_PARENT, columns_to_rles, crop_to_rle
 from engine.data.synthetic_objects import KINDS
 from engine.data.synthetic_shapes import BLOB, ELLIPSE, POLY, RECT, RING, Shape, rasterize
 from engine.masks import mask_to_rle, rle_to_mask
@@ -185,6 +184,24 @@ def test_crop_to_rle_matches_pycocotools() -> None:
         full = np.zeros((height, width), dtype=bool)
         full[y0 : y0 + ch, x0 : x0 + cw] = crop
         assert crop_to_rle(crop, x0, y0, height, width) == mask_to_rle(full), trial
+
+
+def test_columns_to_rles_batches_many_crops_including_empty_ones() -> None:
+    rng = np.random.default_rng(1)
+    height, width = 9, 13
+    crops, origins, expected = [], [], []
+    for k in range(40):
+        x0, y0 = int(rng.integers(0, width)), 0 if k % 4 == 0 else int(rng.integers(0, height))
+        ch = height - y0 if k % 4 == 0 else int(rng.integers(1, height - y0 + 1))
+        cw = int(rng.integers(1, width - x0 + 1))
+        crop = rng.random((ch, cw)) < (0.0 if k % 7 == 0 else rng.random())  # some empty
+        full = np.zeros((height, width), dtype=bool)
+        full[y0 : y0 + ch, x0 : x0 + cw] = crop
+        crops.append(np.ascontiguousarray(crop.T))
+        origins.append((x0, y0))
+        expected.append(mask_to_rle(full))
+    assert columns_to_rles(crops, origins, height, width) == expected
+    assert columns_to_rles([], [], height, width) == []
 
 
 def _rasterized(shape: Shape, height: int = 80, width: int = 80) -> np.ndarray:
