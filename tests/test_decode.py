@@ -141,10 +141,10 @@ def test_alpha_is_composited_over_white(mode: str) -> None:
     np.testing.assert_array_equal(decoded[0, 15], [255, 255, 255])
 
 
-@pytest.mark.parametrize("mode", ["1", "L", "P", "YCbCr"])
+@pytest.mark.parametrize("mode", ["1", "L", "P", "YCbCr", "LAB"])
 def test_other_modes_become_rgb(mode: str) -> None:
     source = Image.fromarray(PHOTO).convert(mode)
-    fmt = "JPEG" if mode == "YCbCr" else "TIFF" if mode == "1" else "PNG"
+    fmt = {"YCbCr": "JPEG", "1": "TIFF", "LAB": "TIFF"}.get(mode, "PNG")
     data = encode(source, fmt)
     image = decode_image(data).image
     assert image.shape == (40, 60, 3) and image.dtype == np.uint8

@@ -35,6 +35,7 @@ DEFAULT_MAX_PIXELS = 100_000_000  # declared width × height; PIL itself refuses
 DEFAULT_MIN_SIDE = 8
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
 # EXIF orientation → PIL transposition, as in PIL.ImageOps.exif_transpose.
 EXIF_TRANSPOSE = {
@@ -179,7 +180,7 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     if mode.startswith("I") or mode == "F":
         grey = _scale_to_uint8(np.asarray(img), mode)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    if "A" in mode or "a" in mode or "transparency" in img.info:
+    if mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = np.asarray(img.convert("RGBA")).astype(np.uint16)
         alpha = rgba[:, :, 3:4]
         rgb = (rgba[:, :, :3] * alpha + 255 * (255 - alpha) + 127) // 255
