@@ -256,18 +256,20 @@ def test_unreadable_local_directory_is_quarantined(tmp_path: Path) -> None:
     assert len(items) == 4 and "cannot list directory" in records[0].reason
 
 
-def test_symlink_loops_and_broken_links_become_quarantine_records(tmp_path: Path) -> None:
+def test_symlink_loops_broken_links_and_pipes_become_quarantine_records(tmp_path: Path) -> None:
     make_tree(tmp_path)
     (tmp_path / "sub" / "up").symlink_to(tmp_path)  # loops back to the root
     (tmp_path / "self").symlink_to(tmp_path / "self")  # ELOOP
     (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")  # dangling image
     (tmp_path / "gone.txt").symlink_to(tmp_path / "missing.txt")  # dangling non-image: ignored
     (tmp_path / "alias").symlink_to(tmp_path / "sub" / "deeper")  # a fine directory link
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block forever
     records: list[QuarantineRecord] = []
     items = list(iter_items(FolderSource(str(tmp_path)), records.append))
     assert sorted(i.file_name for i in items) == sorted(make_tree(tmp_path) + ["alias/d.webp"])
     reasons = {Path(r.path).name: r.reason for r in records}
-    assert set(reasons) == {"up", "self", "gone.png"}
+    assert set(reasons) == {"up", "self", "gone.png", "pipe.jpg"}
+    assert reasons["pipe.jpg"] == "not a regular file"
     assert "leads back to the root" in reasons["up"]
     assert "symlink loop" in reasons["self"]
     assert "broken symlink" in reasons["gone.png"]

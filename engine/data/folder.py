@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import stat
 from collections.abc import Iterator
 
 import pyarrow.fs as pafs
@@ -123,7 +124,7 @@ class FolderSource:
                 elif not child.is_symlink() and self._wanted(relpath):
                     yield relpath, f"cannot stat file: {exc.strerror or exc}"
                 continue
-            if os.path.isdir(child.path):
+            if stat.S_ISDIR(st.st_mode):
                 ident = (st.st_dev, st.st_ino)
                 if ident in ancestors:
                     target = ancestors[ident] or "the root"
@@ -135,7 +136,8 @@ class FolderSource:
                     continue
                 yield from self._scan_local(child.path, relpath, {**ancestors, ident: relpath})
             elif self._wanted(relpath):
-                yield relpath, None
+                # A FIFO or device named like an image would block or stream forever.
+                yield relpath, None if stat.S_ISREG(st.st_mode) else "not a regular file"
 
     def _walk_arrow(self, rel: str = "") -> Iterator[tuple[str, str | None]]:
         """Generic pyarrow walk (object stores have no symlinks; depth is still bounded)."""
