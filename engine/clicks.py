@@ -58,10 +58,16 @@ def farthest_interior_point(region: np.ndarray) -> tuple[int, int, float]:
     region = _as_bool_mask(region, "region")
     if not region.any():
         raise ValueError("region is empty: there is no interior point to click")
-    distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    # the transform of the region's bounding box (padded) equals that of the whole frame:
+    # the nearest background pixel of an inside pixel is never farther than the box edge + 1
+    rows = np.flatnonzero(region.any(axis=1))
+    cols = np.flatnonzero(region.any(axis=0))
+    y0, x0 = rows[0], cols[0]
+    crop = region[y0 : rows[-1] + 1, x0 : cols[-1] + 1]
+    distance = ndimage.distance_transform_edt(np.pad(crop, 1))[1:-1, 1:-1]
     flat = int(np.argmax(distance))
-    y, x = divmod(flat, region.shape[1])
-    return x, y, float(distance[y, x])
+    y, x = divmod(flat, crop.shape[1])
+    return int(x0 + x), int(y0 + y), float(distance[y, x])
 
 
 def first_click(gt: np.ndarray) -> Click:

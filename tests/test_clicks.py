@@ -123,3 +123,16 @@ def test_mask_iou(a, b, expected):
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="same H×W"):
         next_click(np.ones((3, 3), bool), np.ones((3, 4), bool))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cropped_distance_equals_full_frame_distance(seed):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    region = ndimage.binary_opening(rng.random((40, 50)) < 0.6)
+    full = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    x, y, distance = farthest_interior_point(region)
+    assert distance == pytest.approx(full.max())
+    assert full[y, x] == pytest.approx(full.max())
+    assert (y, x) == np.unravel_index(np.argmax(full), full.shape)
