@@ -89,10 +89,11 @@ def generate(root: Path, images: int, masks: int, h: int, w: int, pool: int) -> 
 
 PEAKS = """
 import resource
-class _Peaks:
+class _Peaks:  # peak RSS (KiB) of this process and of its largest child, then CPU seconds
     def __iter__(self):
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-            yield resource.getrusage(who).ru_maxrss
+        usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        yield from (u.ru_maxrss for u in usage)
+        yield sum(u.ru_utime + u.ru_stime for u in usage)
 PEAKS = _Peaks()
 """
 
@@ -123,12 +124,13 @@ print(time.perf_counter() - t, s["dataset"]["masks"], *PEAKS)
 )
 
 
-def run_child(code: str, *args: str) -> tuple[float, int, float, float]:
-    """Run ``code`` in a fresh interpreter: ``(seconds, count, rss_mib, worker_rss_mib)``."""
+def run_child(code: str, *args: str) -> tuple[float, int, float, float, float]:
+    """Run ``code`` in a fresh interpreter:
+    ``(seconds, count, rss_mib, largest_worker_rss_mib, cpu_seconds incl. workers)``."""
     out = subprocess.run(
         [sys.executable, "-c", code, *args], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
-    return float(out[0]), int(out[1]), int(out[2]) / 1024, int(out[3]) / 1024
+    return float(out[0]), int(out[1]), int(out[2]) / 1024, int(out[3]) / 1024, float(out[4])
 
 
 def main() -> None:
@@ -146,22 +148,24 @@ def main() -> None:
         if not (root / "shards").is_dir():
             seconds = generate(root, args.images, args.masks, args.height, args.width, args.pool)
             print(f"generated {args.images} images × {args.masks} masks in {seconds:.1f} s")
-        base_s, base_n, base_rss, _ = run_child(BASELINE, str(root / "shards"))
+        base_s, base_n, base_rss, _, base_cpu = run_child(BASELINE, str(root / "shards"))
         print(
-            f"baseline read + pycocotools decode: {base_s:.1f} s ({base_n} masks), "
-            f"peak RSS {base_rss:.0f} MiB"
+            f"baseline read + pycocotools decode: {base_s:.1f} s wall, {base_cpu:.1f} s CPU "
+            f"({base_n} masks), peak RSS {base_rss:.0f} MiB"
         )
-        audit_s, audit_n, audit_rss, worker_rss = run_child(
+        audit_s, audit_n, audit_rss, worker_rss, audit_cpu = run_child(
             AUDIT, str(root), str(Path(tmp) / "audit"), str(args.workers)
         )
         print(
-            f"audit ({args.workers} workers): {audit_s:.1f} s ({audit_n} masks), "
-            f"peak RSS {audit_rss:.0f} MiB (largest worker {worker_rss:.0f} MiB)"
+            f"audit ({args.workers} workers): {audit_s:.1f} s wall, {audit_cpu:.1f} s CPU "
+            f"({audit_n} masks), peak RSS {audit_rss:.0f} MiB (largest worker "
+            f"{worker_rss:.0f} MiB)"
         )
         load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
         print(f"load average after the run (1/5/15 min): {load} on {os.cpu_count()} CPUs")
         print(
-            f"ratio audit / baseline: {audit_s / base_s:.1f}x; "
+            f"ratio audit / baseline: {audit_s / base_s:.1f}x wall, "
+            f"{audit_cpu / base_cpu:.1f}x CPU; "
             f"{audit_n / audit_s:,.0f} masks/s; {args.images / audit_s:,.0f} images/s"
         )
         print(
@@ -174,6 +178,8 @@ def main() -> None:
                     "baseline_s": round(base_s, 2),
                     "audit_s": round(audit_s, 2),
                     "ratio": round(audit_s / base_s, 2),
+                    "baseline_cpu_s": round(base_cpu, 1),
+                    "audit_cpu_s": round(audit_cpu, 1),
                     "audit_peak_rss_mib": round(audit_rss),
                     "worker_peak_rss_mib": round(worker_rss),
                 }

@@ -211,18 +211,55 @@ def test_export_sample_is_reproducible_and_reimports(run_dir, tmp_path):
     assert summary["reference"]["mean_matched_iou"] == pytest.approx((n - 1 + iou) / n)
 
 
-def test_mlflow_logging_reads_back(run_dir, reference, tmp_path):
+def _coco_file(references: dict, path: Path) -> Path:
+    """The reference mapping written as a COCO JSON (images named ``<key>.jpg``)."""
+    images, annotations = [], []
+    for image_id, (key, refs) in enumerate(sorted(references.items()), start=1):
+        images.append({"id": image_id, "file_name": f"{key}.jpg", "height": H, "width": W})
+        for ref in refs:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": ref.rle,
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": 1, "name": "object"}]
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    return path
+
+
+def test_cli_with_coco_reference_logs_to_mlflow(run_dir, reference, audited, tmp_path):
+    """The CLI route (COCO file reference, --tracking-uri/--experiment) gives the same numbers
+    as the mapping route, and MLflow holds them, the plots and the files."""
     from mlflow import MlflowClient
 
-    from engine.tracking import Tracker
-
+    expected, _ = audited
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = Tracker(uri, "audit-test", artifact_location=tmp_path / "artifacts")
-    summary = run_audit(
-        run_dir, reference=reference, out_dir=tmp_path / "out", tracker=tracker, gallery_size=1
-    )
+    coco = _coco_file(reference, tmp_path / "reference.json")
+    argv = [
+        str(run_dir),
+        "--reference",
+        str(coco),
+        "--out",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "audit-test",
+        "--gallery",
+        "1",
+    ]
+    assert audit_main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert summary["reference"]["by_group"] == expected["reference"]["by_group"]
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.run_name == "audit"
     assert run.data.metrics["iou_above_0.90"] == pytest.approx(summary["iou_above"]["0.90"])
     assert run.data.metrics["images"] == 6
     assert run.data.metrics["group/stage3/r00/recall_0.90"] == pytest.approx(
@@ -230,11 +267,9 @@ def test_mlflow_logging_reads_back(run_dir, reference, tmp_path):
     )
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"audit.json", "audit.html", "images.parquet", "audit_images.json", "plots"} <= top
+    assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in the cwd
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"calibration.png", "masks_per_image.png", "recall_by_size.png"} <= plots
-    assert json.loads((tmp_path / "out" / "audit.json").read_text())["mlflow_run_id"] == (
-        run.info.run_id
-    )
 
 
 def test_two_worker_processes_give_the_same_numbers(run_dir, reference, audited, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from engine.audit.compare import compare, format_text
 from engine.audit.run import run_audit
@@ -89,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"sample written: {path} (images/ and overlays/ beside it)")
             return 0
-        tracker = None
-        if args.tracking_uri or args.experiment:
-            from engine.tracking import Tracker
-
-            tracker = Tracker(args.tracking_uri, args.experiment or "sa-engine-audit")
+        tracker = make_tracker(args.tracking_uri, args.experiment)
         summary = run_audit(
             args.paths,
             reference=args.reference,
@@ -110,6 +107,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary_text(summary))
     return 0
+
+
+def make_tracker(tracking_uri: str | None, experiment: str | None):
+    """A ``Tracker`` when either is given, else ``None``. A new experiment in a local sqlite
+    store keeps its artifacts beside the database (``<db dir>/mlartifacts``), not in the
+    current directory (MLflow's default for sqlite stores)."""
+    if not (tracking_uri or experiment):
+        return None
+    from engine.tracking import Tracker
+
+    artifacts = None
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        artifacts = Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts"
+    return Tracker(tracking_uri, experiment or "sa-engine-audit", artifact_location=artifacts)
 
 
 def _pct(value: float | None) -> str:
