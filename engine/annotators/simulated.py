@@ -178,25 +178,32 @@ class SimulatedAnnotator:
                 mask_input = torch.as_tensor(
                     np.stack([t.logits for t in active]), device=predictor.device
                 )
-            logits, iou_pred, low_res = predictor.predict_torch(
-                coords_t,
-                labels_t,
-                mask_input=mask_input,
-                multimask_output=k == 0,
-                return_logits=True,
-            )
-            masks = (logits > threshold).cpu().numpy()
-            stability = stability_score(logits, threshold, 1.0).cpu().numpy()
-            iou_pred = iou_pred.cpu().numpy()
-            low_res = low_res.cpu().numpy()
+            low_res, iou_pred = _decode(predictor, coords_t, labels_t, mask_input, k == 0)
+            gts = torch.as_tensor(np.stack([t.gt for t in active]), device=predictor.device)
+            if k == 0:  # pick among the 3 ambiguity masks on the low-res grid: cheap
+                choice = _best_low_res(predictor, low_res, gts)
+            else:
+                choice = torch.zeros(len(active), dtype=torch.long, device=low_res.device)
+            rows = torch.arange(len(active), device=low_res.device)
+            chosen = low_res[rows, choice][:, None]
+            with torch.inference_mode():
+                logits = predictor.model.postprocess_masks(
+                    chosen, predictor.input_size, predictor.original_size
+                )[:, 0]
+                masks_t = logits > threshold
+                stability = stability_score(logits, threshold, 1.0).cpu().numpy()
+                inter = torch.count_nonzero((masks_t & gts).flatten(1), dim=1)
+                union = torch.count_nonzero((masks_t | gts).flatten(1), dim=1).clamp(min=1)
+                ious = (inter / union).cpu().numpy()
+            masks = masks_t.cpu().numpy()
+            chosen_np = chosen.cpu().numpy()
+            predicted = iou_pred[rows, choice].cpu().numpy()
             for b, track in enumerate(active):
-                ious = [click_rules.mask_iou(m, track.gt) for m in masks[b]]
-                best = int(np.argmax(ious))
-                track.mask = masks[b, best]
-                track.logits = low_res[b, best : best + 1]
-                track.iou = float(ious[best])
-                track.predicted_iou = float(iou_pred[b, best])
-                track.stability = float(stability[b, best])
+                track.mask = masks[b]
+                track.logits = chosen_np[b]
+                track.iou = float(ious[b])
+                track.predicted_iou = float(predicted[b])
+                track.stability = float(stability[b])
                 if track.iou >= self.accept_iou:
                     track.done = True
 
@@ -241,3 +248,45 @@ def _next_click(gt: np.ndarray, pred: np.ndarray | None) -> click_rules.Click | 
     if click is None:
         return None
     return click_rules.Click(click.x + x0, click.y + y0, click.positive)
+
+
+def _decode(
+    predictor: SamPredictor,
+    coords: torch.Tensor,
+    labels: torch.Tensor,
+    mask_input: torch.Tensor | None,
+    multimask: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res logits ``B×C×L×L`` and predicted IoU ``B×C`` (no upsampling yet)."""
+    model = predictor.model
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=mask_input)
+        low_res, iou = model.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+    return low_res.float(), iou.float()
+
+
+def _best_low_res(
+    predictor: SamPredictor, low_res: torch.Tensor, gts: torch.Tensor
+) -> torch.Tensor:
+    """Index of the mask (of ``C``) that best matches each reference, on the low-res grid.
+
+    References ``B×H×W`` are taken to the model frame (resize to the input size, pad) and
+    area-pooled to ``L×L``; IoU there ranks the candidates.
+    """
+    model = predictor.model
+    side = model.image_encoder.img_size
+    h, w = predictor.input_size
+    with torch.inference_mode():
+        ref = torch.nn.functional.interpolate(gts[:, None].float(), (h, w), mode="bilinear")
+        ref = torch.nn.functional.pad(ref, (0, side - w, 0, side - h))
+        ref = torch.nn.functional.adaptive_avg_pool2d(ref, low_res.shape[-2:]) > 0.5
+        pred = low_res > model.mask_threshold
+        inter = (pred & ref).flatten(2).sum(2)
+        union = (pred | ref).flatten(2).sum(2).clamp(min=1)
+        return (inter / union).argmax(1)
