@@ -1,0 +1,154 @@
+"""Per-crop mask work of the automatic generator: from decoder outputs to RLE survivors.
+
+``CropMasks`` holds the masks that survived so far, one row each (RLE, XYXY box with
+inclusive ends, predicted IoU, stability, prompt point, area). ``filter_decoded`` applies the
+official filters to one decoder call's outputs — predicted IoU, stability score, inner crop
+edge — plus ``max_mask_fraction``, upsampling only the low-res logits that pass the IoU filter
+and only inside their windows (``engine.amg_upsample``); a mask becomes RLE as soon as it
+survives, so no full-size mask outlives its group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine import masks as mask_ops
+from engine.amg_upsample import UpsamplePlan
+
+
+@dataclass
+class CropMasks:
+    """Masks of one crop or image; ``boxes``/``points`` in the frame named by the caller."""
+
+    rles: list[dict] = field(default_factory=list)
+    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.int64))
+    iou_preds: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    stability: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    areas: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.int64))
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def select(self, keep: torch.Tensor | np.ndarray) -> CropMasks:
+        """Rows ``keep`` (indices or a bool mask), in that order."""
+        idx = np.flatnonzero(np.asarray(keep)) if _is_bool(keep) else np.asarray(keep)
+        idx = idx.astype(np.int64)
+        t = torch.as_tensor(idx)
+        return CropMasks(
+            rles=[self.rles[i] for i in idx.tolist()],
+            boxes=self.boxes[t],
+            iou_preds=self.iou_preds[t],
+            stability=self.stability[t],
+            points=self.points[idx],
+            areas=self.areas[idx],
+            crop_boxes=self.crop_boxes[t],
+        )
+
+    @staticmethod
+    def cat(parts: list[CropMasks]) -> CropMasks:
+        if not parts:
+            return CropMasks()
+        return CropMasks(
+            rles=[r for p in parts for r in p.rles],
+            boxes=torch.cat([p.boxes for p in parts]),
+            iou_preds=torch.cat([p.iou_preds for p in parts]),
+            stability=torch.cat([p.stability for p in parts]),
+            points=np.concatenate([p.points for p in parts]),
+            areas=np.concatenate([p.areas for p in parts]),
+            crop_boxes=torch.cat([p.crop_boxes for p in parts]),
+        )
+
+
+def _is_bool(keep: torch.Tensor | np.ndarray) -> bool:
+    return (isinstance(keep, torch.Tensor) and keep.dtype == torch.bool) or (
+        isinstance(keep, np.ndarray) and keep.dtype == bool
+    )
+
+
+@dataclass
+class FilterSettings:
+    """The thresholds ``filter_decoded`` applies (official names)."""
+
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    stability_score_offset: float
+    mask_threshold: float
+    max_mask_fraction: float
+
+
+def filter_decoded(
+    low_res_logits: torch.Tensor,
+    iou_preds: torch.Tensor,
+    points: np.ndarray,
+    plan: UpsamplePlan,
+    crop_box: list[int],
+    image_hw: tuple[int, int],
+    settings: FilterSettings,
+) -> CropMasks:
+    """Filter one decoder call's masks and encode the survivors.
+
+    ``low_res_logits`` is ``B×K×h×w`` (K masks per prompt), ``iou_preds`` ``B×K``, ``points``
+    the ``B×2`` prompts in crop pixels. Boxes and points of the result are in crop
+    coordinates; RLEs are in the full ``image_hw`` frame. Row order is the official one
+    (prompt-major, then mask index).
+    """
+    k = low_res_logits.shape[1]
+    logits = low_res_logits.flatten(0, 1).detach().to("cpu", torch.float32)
+    ious = iou_preds.flatten(0, 1).detach().to("cpu", torch.float32)
+    pts = np.repeat(points, k, axis=0)
+    if settings.pred_iou_thresh > 0.0:
+        keep = ious > settings.pred_iou_thresh
+        logits, ious, pts = logits[keep], ious[keep], pts[keep.numpy()]
+    if len(ious) == 0:
+        return CropMasks()
+    t, off = settings.mask_threshold, settings.stability_score_offset
+    windows = plan.windows(logits, t - abs(off))
+    candidates = np.arange(len(ious))
+    if settings.stability_score_thresh > 0.0:  # no support: stability is 0/0, never passes
+        candidates = candidates[(windows[:, 2] > 0) & (windows[:, 3] > 0)]
+    crop_x0, crop_y0 = crop_box[0], crop_box[1]
+    image_area = image_hw[0] * image_hw[1]
+    parts, order = [], []
+    for group in plan.groups(windows[candidates]):
+        idx = candidates[group]
+        up, valid = plan.upsample(logits[idx], windows[idx])
+        high = ((up > t + off) & valid).flatten(1).sum(1)
+        low = ((up > t - off) & valid).flatten(1).sum(1)
+        stability = high.to(torch.float32) / low.to(torch.float32)
+        binary = (up > t) & valid
+        del up, valid
+        keep = torch.ones(len(idx), dtype=torch.bool)
+        if settings.stability_score_thresh > 0.0:
+            keep &= stability >= settings.stability_score_thresh
+        local = mask_ops.batched_mask_to_box_xyxy(binary)
+        origin = torch.as_tensor(windows[idx][:, [1, 0, 1, 0]])
+        empty = ~binary.flatten(1).any(1)
+        boxes = torch.where(empty[:, None], torch.zeros_like(local), local + origin)
+        keep &= ~mask_ops.is_box_near_crop_edge(boxes, crop_box, [0, 0, image_hw[1], image_hw[0]])
+        areas = binary.flatten(1).sum(1).numpy()
+        if settings.max_mask_fraction < 1.0:
+            keep &= torch.as_tensor(areas < settings.max_mask_fraction * image_area)
+        sel = keep.numpy()
+        offsets = windows[idx][sel][:, :2] + np.array([crop_y0, crop_x0])
+        rles = mask_ops.windows_to_rles(binary[keep].numpy(), offsets, image_hw)
+        parts.append(
+            CropMasks(
+                rles=rles,
+                boxes=boxes[keep],
+                iou_preds=ious[idx][keep],
+                stability=stability[keep],
+                points=pts[idx][sel],
+                areas=areas[sel].astype(np.int64),
+            )
+        )
+        order.append(idx[sel])
+    if not parts:
+        return CropMasks()
+    merged = CropMasks.cat(parts)
+    merged.crop_boxes = torch.zeros(len(merged), 4, dtype=torch.int64)
+    return merged.select(np.argsort(np.concatenate(order), kind="stable"))
