@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from official_peer import build_official, official_from_ours, scaled_random_weights_
 from segment_anything import sam_model_registry
 
-from engine.model import PRESETS, build_sam, matching_presets, preset_from_model, preset_name
+from engine.model import (
+    PRESETS,
+    SamPredictor,
+    build_sam,
+    matching_presets,
+    preset_from_model,
+    preset_name,
+)
 from engine.model.presets import construct_sam, preset_shapes
 
 
@@ -101,9 +109,14 @@ def _decoder_loss(model, image, coords, labels, weights):
 def test_modules_train_with_gradients_equal_to_official():
     """Outside inference mode the modules are differentiable; gradients match the official."""
     torch.manual_seed(0)
-    ours = build_sam("tiny").train()
+    ours = build_sam("tiny")
     scaled_random_weights_(ours, seed=5)
     theirs = official_from_ours(ours).train()
+    # inference first (as between training rounds): nothing it caches may break training
+    predictor = SamPredictor(ours)
+    predictor.set_image(np.zeros((50, 60, 3), np.uint8))
+    predictor.predict(np.array([[10, 10]]), np.array([1]))
+    ours.train()
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 200, 256, generator=gen) * 255
     coords = torch.rand(2, 3, 2, generator=gen) * 200

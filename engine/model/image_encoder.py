@@ -8,6 +8,8 @@ passed as ``attn_mask``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,24 +29,36 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        # One copy to channels-last memory here; otherwise every block below would run on a
+        # channels-first layout and every linear layer would copy its input.
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
+
+
+@functools.cache
+def _rel_index(q_size: int, k_size: int) -> torch.Tensor:
+    """``q_size×k_size`` indices into a relative-position table (the shorter axis stretched).
+
+    Cached, so built as an ordinary tensor even when first asked for in inference mode
+    (a cached inference tensor would break later training).
+    """
+    q_scale = max(k_size / q_size, 1.0)
+    k_scale = max(q_size / k_size, 1.0)
+    with torch.inference_mode(False):
+        q_coords = torch.arange(q_size, device="cpu")[:, None] * q_scale
+        k_coords = torch.arange(k_size, device="cpu")[None, :] * k_scale
+        return (q_coords - k_coords + (k_size - 1) * k_scale).long()
 
 
 def rel_pos_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     """Relative-position embeddings for every (query, key) pair along one axis.
 
     ``rel_pos`` is ``L×C`` (``L = 2·max(q, k) − 1``; linearly resampled if it is not);
-    returns ``q_size×k_size×C``. When the sizes differ the shorter axis is stretched.
+    returns ``q_size×k_size×C``.
     """
     length = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != length:
         rel_pos = F.interpolate(rel_pos.T[None], size=length, mode="linear")[0].T
-    q_scale = max(k_size / q_size, 1.0)
-    k_scale = max(q_size / k_size, 1.0)
-    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale
-    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * k_scale
-    index = (q_coords - k_coords + (k_size - 1) * k_scale).long()
-    return rel_pos[index]
+    return rel_pos[_rel_index(q_size, k_size).to(rel_pos.device)]
 
 
 class Attention(nn.Module):
@@ -98,13 +112,25 @@ class Attention(nn.Module):
         q_grid = q.reshape(B, heads, H, W, d)
         bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, table_h)  # B×heads×H×W×Hk
         bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, table_w)  # B×heads×H×W×Wk
-        bytes_per_row = B * heads * W * N * q.element_size()
-        rows = max(1, min(H, MASK_CHUNK_BYTES // bytes_per_row))
+        # Query rows go in bands so the mask stays under MASK_CHUNK_BYTES. Without autograd
+        # one buffer is reused and written in place (a fresh broadcast sum is laid out
+        # differently and costs a second, reshaping copy).
+        max_rows = max(1, MASK_CHUNK_BYTES // (B * heads * W * N * q.element_size()))
+        n_bands = -(-H // max_rows)
+        rows = -(-H // n_bands)
+        in_place = not (torch.is_grad_enabled() and (bias_h.requires_grad or q.requires_grad))
+        buffer = None
         outs = []
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
-            mask = bias_h[:, :, r0:r1, :, :, None] + bias_w[:, :, r0:r1, :, None, :]
-            mask = mask.reshape(B, heads, (r1 - r0) * W, N)
+            rel_h = bias_h[:, :, r0:r1, :, :, None]
+            rel_w = bias_w[:, :, r0:r1, :, None, :]
+            if not in_place:
+                mask = (rel_h + rel_w).reshape(B, heads, (r1 - r0) * W, N)
+            else:
+                if buffer is None or buffer.shape[2] != r1 - r0:
+                    buffer = q.new_empty((B, heads, r1 - r0, W, H, W))
+                mask = torch.add(rel_h, rel_w, out=buffer).view(B, heads, (r1 - r0) * W, N)
             q_rows = q[:, :, r0 * W : r1 * W]
             outs.append(F.scaled_dot_product_attention(q_rows, k, v, mask, scale=self.scale))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
