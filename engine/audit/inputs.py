@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.dataset.index import index_file_paths
@@ -115,45 +118,77 @@ class ImageProvenance:
     masks: dict[int, MaskProvenance] = field(default_factory=dict)
 
 
-def read_shard_provenance(shard: ShardInput) -> dict[str, ImageProvenance]:
-    """``{key: ImageProvenance}`` for one shard from its index files (empty when absent).
+MASK_COLUMNS = [
+    "key",
+    "stage",
+    "round",
+    "annotation_id",
+    "source",
+    "clicks",
+    "seconds",
+    "hand_fixed",
+]
 
-    The group is the image row's stage/round, or the shard name's when the stage is empty.
+
+class ShardProvenance:
+    """The index rows of one shard, kept as columns; ``get(key)`` builds one image's view.
+
+    Holding a shard's mask rows as Python objects would cost ~150 B per mask (1.1M masks in
+    an SA-1B-sized shard); as Arrow columns plus one row range per key it is a few bytes.
     """
-    if shard.index_dir is None:
-        return {}
-    images_path, masks_path = index_file_paths(shard.index_dir, shard.path.name)
-    fallback = group_from_shard_name(shard.path.name)  # for rows with an empty stage
-    out: dict[str, ImageProvenance] = {}
-    if images_path.is_file():
-        images = pq.read_table(images_path, columns=["key", "stage", "round"]).to_pydict()
-        for key, stage, rnd in zip(images["key"], images["stage"], images["round"]):
-            out[key] = ImageProvenance(group_name(stage, rnd) if stage else fallback)
-    if masks_path.is_file():
-        columns = [
-            "key",
-            "stage",
-            "round",
-            "annotation_id",
-            "source",
-            "clicks",
-            "seconds",
-            "hand_fixed",
-        ]
-        rows = pq.read_table(masks_path, columns=columns).to_pydict()
-        for i, key in enumerate(rows["key"]):
-            image = out.get(key)
-            if image is None:
-                stage = rows["stage"][i]
-                group = group_name(stage, rows["round"][i]) if stage else fallback
-                image = out[key] = ImageProvenance(group)
-            image.masks[int(rows["annotation_id"][i])] = MaskProvenance(
+
+    def __init__(self, images: pa.Table | None, masks: pa.Table | None, fallback: str):
+        self.fallback = fallback  # group for rows with an empty stage
+        self.groups: dict[str, str] = {}
+        if images is not None:
+            for key, stage, rnd in zip(*(images[c].to_pylist() for c in ("key", "stage", "round"))):
+                self.groups[key] = group_name(stage, rnd) if stage else fallback
+        self.masks = masks
+        self.ranges: dict[str, tuple[int, int]] = {}
+        if masks is not None and masks.num_rows:
+            order = pc.sort_indices(masks, [("key", "ascending")])  # stable: ids keep order
+            self.masks = masks.take(order)
+            keys = pc.dictionary_encode(self.masks["key"]).combine_chunks()
+            codes = keys.indices.to_numpy()
+            bounds = np.r_[0, np.flatnonzero(np.diff(codes)) + 1, codes.size]
+            names = keys.dictionary.to_pylist()
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                self.ranges[names[codes[lo]]] = (int(lo), int(hi))
+
+    def get(self, key: str) -> ImageProvenance | None:
+        span = self.ranges.get(key)
+        group = self.groups.get(key)
+        if span is None:
+            return None if group is None else ImageProvenance(group)
+        rows = self.masks.slice(span[0], span[1] - span[0]).to_pydict()
+        if group is None:
+            stage = rows["stage"][0]
+            group = group_name(stage, rows["round"][0]) if stage else self.fallback
+        image = ImageProvenance(group)
+        for i, ann_id in enumerate(rows["annotation_id"]):
+            image.masks[int(ann_id)] = MaskProvenance(
                 source=rows["source"][i],
                 clicks=rows["clicks"][i],
                 seconds=rows["seconds"][i],
                 hand_fixed=rows["hand_fixed"][i],
             )
-    return out
+        return image
+
+
+def read_shard_provenance(shard: ShardInput) -> ShardProvenance:
+    """The index rows of one shard (none when it has no index files).
+
+    An image's group is its image row's stage/round, or the shard name's when the stage is
+    empty; per-mask provenance is looked up by annotation id.
+    """
+    images = masks = None
+    if shard.index_dir is not None:
+        images_path, masks_path = index_file_paths(shard.index_dir, shard.path.name)
+        if images_path.is_file():
+            images = pq.read_table(images_path, columns=["key", "stage", "round"])
+        if masks_path.is_file():
+            masks = pq.read_table(masks_path, columns=MASK_COLUMNS)
+    return ShardProvenance(images, masks, group_from_shard_name(shard.path.name))
 
 
 @dataclass
