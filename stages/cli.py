@@ -15,6 +15,8 @@ COMMANDS = {
     "run": "stages.demo",
     "validate": "engine.dataset.validate",
     "audit": "engine.audit.cli",
+    "train": "stages.train_cmd",
+    "annotate": "stages.annotate_cmd",
 }
 
 

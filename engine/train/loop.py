@@ -66,6 +66,7 @@ class TrainOptions:
     autocast: str = "auto"
     seed: int = 0
     checkpoint_every: int = 0
+    checkpoint_every_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.decay_steps = tuple(int(s) for s in self.decay_steps)
@@ -155,6 +156,7 @@ def train(
     device: str | torch.device | None = None,
     config: dict[str, Any] | None = None,
     time_limit_s: float | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a ``Sam``) in place for ``options.steps`` optimizer steps.
 
@@ -163,6 +165,7 @@ def train(
     ``resume=True`` continues from it when it exists. ``config`` (the resolved job config)
     is stored in the checkpoint. ``time_limit_s`` stops training early once the steps
     themselves (not ``on_step``) have taken that long; ranks agree on when to stop.
+    ``on_checkpoint(step, path)`` is called on rank 0 after each checkpoint is written.
     """
     rank, world_size = _distributed()
     shard = dataset.shard(rank, world_size)
@@ -196,6 +199,8 @@ def train(
         start = int(state["step"])
 
     def save(step: int) -> None:
+        nonlocal last_save_s
+        last_save_s = training_seconds
         if rank != 0 or checkpoint_path is None:
             return
         save_checkpoint(
@@ -217,13 +222,15 @@ def train(
                 "config": dict(config or {}),
             },
         )
+        if on_checkpoint is not None:
+            on_checkpoint(step, checkpoint_path)
 
     order = _Order(len(shard), _mix(options.seed, 1))
     data_generator = torch.Generator()
     prompt_generator = torch.Generator(device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     result = TrainResult(step=start, checkpoint=checkpoint_path)
-    training_seconds = 0.0
+    training_seconds = last_save_s = 0.0
     for step in range(start, options.steps):
         tic = time.perf_counter()
         lr = lr_at(
@@ -270,8 +277,13 @@ def train(
         result.step = step + 1
         if on_step is not None:
             on_step(record)
-        stop = time_limit_s is not None and reduced[-1] >= time_limit_s
-        if options.checkpoint_every and (step + 1) % options.checkpoint_every == 0 and not stop:
+        training_seconds = reduced[-1]  # the ranks' mean: every rank takes the same decisions
+        stop = time_limit_s is not None and training_seconds >= time_limit_s
+        every_step = options.checkpoint_every and (step + 1) % options.checkpoint_every == 0
+        every_s = options.checkpoint_every_s and (
+            training_seconds - last_save_s >= options.checkpoint_every_s
+        )
+        if (every_step or every_s) and not stop:
             save(step + 1)
         if stop:
             break
