@@ -116,39 +116,55 @@ def filter_decoded(
     parts, order = [], []
     for group in plan.groups(windows[candidates]):
         idx = candidates[group]
-        up, valid = plan.upsample(logits[idx], windows[idx])
-        high = ((up > t + off) & valid).flatten(1).sum(1)
-        low = ((up > t - off) & valid).flatten(1).sum(1)
-        stability = high.to(torch.float32) / low.to(torch.float32)
-        binary = (up > t) & valid
-        del up, valid
-        keep = torch.ones(len(idx), dtype=torch.bool)
+        up, valid, origin = plan.upsample(logits[idx], windows[idx])
+        # numpy from here: its single-threaded compares and reductions beat torch's on CPU
+        high = ((up > t + off) & valid).sum(axis=(1, 2))
+        low = ((up > t - off) & valid).sum(axis=(1, 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stability = high.astype(np.float32) / low.astype(np.float32)
+        keep = np.ones(len(idx), dtype=bool)
         if settings.stability_score_thresh > 0.0:
             keep &= stability >= settings.stability_score_thresh
-        local = mask_ops.batched_mask_to_box_xyxy(binary)
-        origin = torch.as_tensor(windows[idx][:, [1, 0, 1, 0]])
-        empty = ~binary.flatten(1).any(1)
-        boxes = torch.where(empty[:, None], torch.zeros_like(local), local + origin)
-        keep &= ~mask_ops.is_box_near_crop_edge(boxes, crop_box, [0, 0, image_hw[1], image_hw[0]])
-        areas = binary.flatten(1).sum(1).numpy()
+        binary = (up[keep] > t) & valid[keep]
+        del up, valid
+        idx, stability, origin = idx[keep], stability[keep], origin[keep]
+        boxes = _boxes_xyxy(binary, origin)
+        near_edge = mask_ops.is_box_near_crop_edge(
+            torch.as_tensor(boxes), crop_box, [0, 0, image_hw[1], image_hw[0]]
+        ).numpy()
+        areas = binary.sum(axis=(1, 2))
+        keep = ~near_edge
         if settings.max_mask_fraction < 1.0:
-            keep &= torch.as_tensor(areas < settings.max_mask_fraction * image_area)
-        sel = keep.numpy()
-        offsets = windows[idx][sel][:, :2] + np.array([crop_y0, crop_x0])
-        rles = mask_ops.windows_to_rles(binary[keep].numpy(), offsets, image_hw)
+            keep &= areas < settings.max_mask_fraction * image_area
+        offsets = origin[keep] + np.array([crop_y0, crop_x0])
         parts.append(
             CropMasks(
-                rles=rles,
-                boxes=boxes[keep],
-                iou_preds=ious[idx][keep],
-                stability=stability[keep],
-                points=pts[idx][sel],
-                areas=areas[sel].astype(np.int64),
+                rles=mask_ops.windows_to_rles(binary[keep], offsets, image_hw),
+                boxes=torch.as_tensor(boxes[keep]),
+                iou_preds=ious[torch.as_tensor(idx[keep])],
+                stability=torch.as_tensor(stability[keep]),
+                points=pts[idx[keep]],
+                areas=areas[keep].astype(np.int64),
             )
         )
-        order.append(idx[sel])
+        order.append(idx[keep])
     if not parts:
         return CropMasks()
     merged = CropMasks.cat(parts)
     merged.crop_boxes = torch.zeros(len(merged), 4, dtype=torch.int64)
     return merged.select(np.argsort(np.concatenate(order), kind="stable"))
+
+
+def _boxes_xyxy(binary: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """XYXY boxes (inclusive ends) of ``N×h×w`` windows placed at ``origin`` (row, column);
+    ``[0, 0, 0, 0]`` for an empty mask, as the official ``batched_mask_to_box``."""
+    rows = binary.any(axis=2)
+    cols = binary.any(axis=1)
+    present = rows.any(axis=1)
+    top = np.argmax(rows, axis=1)
+    bottom = rows.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1)
+    left = np.argmax(cols, axis=1)
+    right = cols.shape[1] - 1 - np.argmax(cols[:, ::-1], axis=1)
+    boxes = np.stack([left, top, right, bottom], axis=1) + origin[:, [1, 0, 1, 0]]
+    boxes[~present] = 0
+    return boxes.astype(np.int64)

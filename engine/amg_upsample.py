@@ -53,6 +53,7 @@ class Axis:
     b1: np.ndarray
     b_lam: np.ndarray
     identity: bool  # stage 2 is a copy (n_mid == n_out)
+    n_out: int
     lo_min: np.ndarray  # lowest / highest low-res index feeding each output index
     lo_max: np.ndarray
 
@@ -64,7 +65,7 @@ class Axis:
         b0, b1, b_lam = _linear_table(n_mid, n_out)
         a0, a1 = a0[:n_mid], a1[:n_mid]
         identity = n_mid == n_out
-        return cls(n_square // n_low, n_low, b0, b1, b_lam, identity, a0[b0], a1[b1])
+        return cls(n_square // n_low, n_low, b0, b1, b_lam, identity, n_out, a0[b0], a1[b1])
 
     def window(self, first_low: np.ndarray, last_low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Output ranges ``[start, stop)`` whose sources meet low-res ranges [first, last]."""
@@ -108,9 +109,10 @@ class UpsamplePlan:
     def windows(self, low_logits: torch.Tensor, threshold: float) -> np.ndarray:
         """``N×4`` output windows ``(y0, x0, h, w)`` holding every pixel that can exceed
         ``threshold``; ``h = w = 0`` for a mask with no support."""
-        support = low_logits > (threshold - SUPPORT_MARGIN * max(1.0, abs(threshold)))
-        rows = support.any(dim=2).numpy()
-        cols = support.any(dim=1).numpy()
+        low = low_logits.numpy() if isinstance(low_logits, torch.Tensor) else low_logits
+        support = low > (threshold - SUPPORT_MARGIN * max(1.0, abs(threshold)))
+        rows = support.any(axis=2)
+        cols = support.any(axis=1)
         has = rows.any(axis=1)
         first_r = np.argmax(rows, axis=1)
         last_r = rows.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1)
@@ -142,54 +144,60 @@ class UpsamplePlan:
 
     def upsample(
         self, low_logits: torch.Tensor, windows: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of ``N`` masks inside their windows, padded to the group's largest window.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits of ``N`` masks around their windows, padded to the group's largest one.
 
         ``low_logits`` is ``N×h×w``, ``windows`` the ``N×4`` rows from ``windows`` for these
-        masks. Returns ``(logits N×Hp×Wp, valid N×Hp×Wp bool)``.
+        masks. Returns ``(logits N×Hp×Wp float32, valid N×Hp×Wp bool, origin N×2)``: cell
+        ``[i, r, c]`` is output pixel ``origin[i] + (r, c)`` (row, column) where ``valid``.
+        Along an axis that needs no second stage the arrays hold the whole stage-1 sub-window
+        (a few pixels more than the window; those are below every threshold too).
         """
-        hp = max(int(windows[:, 2].max()), 1)
-        wp = max(int(windows[:, 3].max()), 1)
-        out_rows, row_valid = _positions(windows[:, 0], windows[:, 2], hp, self.out_hw[0])
-        out_cols, col_valid = _positions(windows[:, 1], windows[:, 3], wp, self.out_hw[1])
         # Stage 1 on the low-res sub-window each mask needs (F.interpolate, exact scale).
         r0, r1 = self.rows.low_range(windows[:, 0], windows[:, 2])
         c0, c1 = self.cols.low_range(windows[:, 1], windows[:, 3])
         kp, lp = int((r1 - r0).max()) + 1, int((c1 - c0).max()) + 1
         low_rows = np.minimum(r0[:, None] + np.arange(kp)[None, :], self.rows.n_low - 1)
         low_cols = np.minimum(c0[:, None] + np.arange(lp)[None, :], self.cols.n_low - 1)
-        n = low_logits.shape[0]
-        m = torch.arange(n)[:, None, None]
+        m = torch.arange(low_logits.shape[0])[:, None, None]
         sub = low_logits.to(torch.float32)[
             m, torch.as_tensor(low_rows)[:, :, None], torch.as_tensor(low_cols)[:, None, :]
         ]
         fr, fc = self.rows.factor, self.cols.factor
-        mid = F.interpolate(sub[:, None], (fr * kp, fc * lp), mode="bilinear", align_corners=False)[
-            :, 0
-        ]
-        # Stage 2: mid -> output window, with indices relative to each sub-window's start.
-        out = _stage2(mid, self.cols, out_cols, fc * c0, dim=2)
-        out = _stage2(out, self.rows, out_rows, fr * r0, dim=1)
-        valid = torch.as_tensor(row_valid[:, :, None] & col_valid[:, None, :])
-        return out, valid
+        mid = F.interpolate(sub[:, None], (fr * kp, fc * lp), mode="bilinear", align_corners=False)
+        # Stage 2 (or none): mid -> output, per axis.
+        has = (windows[:, 2] > 0) & (windows[:, 3] > 0)
+        out, col_origin, col_valid = _second_stage(
+            mid[:, 0], self.cols, windows[:, 1], windows[:, 3], fc * c0, fc * (c1 - c0 + 1), 2
+        )
+        out, row_origin, row_valid = _second_stage(
+            out, self.rows, windows[:, 0], windows[:, 2], fr * r0, fr * (r1 - r0 + 1), 1
+        )
+        valid = (row_valid & has[:, None])[:, :, None] & col_valid[:, None, :]
+        return out.numpy(), valid, np.stack([row_origin, col_origin], axis=1)
 
 
-def _stage2(
-    x: torch.Tensor, axis: Axis, out_idx: np.ndarray, mid_start: np.ndarray, dim: int
-) -> torch.Tensor:
-    """Second bilinear stage along ``dim`` (a plain copy when the axis is identity).
-
-    Indices of padding positions (past a mask's window) are clamped into the sub-window;
-    their values are garbage and masked out by the caller."""
-    size = x.shape[dim]
-
-    def local(idx: np.ndarray) -> np.ndarray:
-        return np.clip(idx - mid_start[:, None], 0, size - 1)
-
-    if axis.identity:
-        i0 = local(out_idx)
-        return _lerp(x, i0, i0, np.zeros(i0.shape, np.float32), dim, copy_only=True)
-    return _lerp(x, local(axis.b0[out_idx]), local(axis.b1[out_idx]), axis.b_lam[out_idx], dim)
+def _second_stage(
+    x: torch.Tensor,
+    axis: Axis,
+    start: np.ndarray,
+    size: np.ndarray,
+    mid_start: np.ndarray,
+    mid_size: np.ndarray,
+    dim: int,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Stage 2 along ``dim``: returns the values, each mask's output origin and validity."""
+    if axis.identity:  # output index == mid index: keep the stage-1 sub-window as it is
+        steps = np.arange(x.shape[dim])[None, :]
+        valid = (steps < mid_size[:, None]) & (mid_start[:, None] + steps < axis.n_out)
+        return x, mid_start, valid
+    pad = max(int(size.max()), 1)
+    out_idx, valid = _positions(start, size, pad, axis.n_out)
+    limit = x.shape[dim] - 1
+    # padding positions (past a mask's window) are clamped into range; masked out by valid
+    i0 = np.clip(axis.b0[out_idx] - mid_start[:, None], 0, limit)
+    i1 = np.clip(axis.b1[out_idx] - mid_start[:, None], 0, limit)
+    return _lerp(x, i0, i1, axis.b_lam[out_idx], dim), start, valid
 
 
 def _positions(
@@ -202,29 +210,17 @@ def _positions(
 
 
 def _lerp(
-    x: torch.Tensor,
-    i0: np.ndarray,
-    i1: np.ndarray,
-    lam1: np.ndarray,
-    dim: int,
-    copy_only: bool = False,
+    x: torch.Tensor, i0: np.ndarray, i1: np.ndarray, lam1: np.ndarray, dim: int
 ) -> torch.Tensor:
-    """``x[i0] * (1 - λ1) + x[i1] * λ1`` along ``dim`` (1 or 2) with per-mask index rows;
-    just ``x[i0]`` when ``copy_only``."""
+    """``x[i0] * (1 - λ1) + x[i1] * λ1`` along ``dim`` (1 or 2) with per-mask index rows."""
     n = x.shape[0]
+    lam1_t = torch.as_tensor(lam1)
     if dim == 1:  # whole rows: copy them with advanced indexing, weights per row
         m = torch.arange(n)[:, None]
-        first = x[m, torch.as_tensor(i0)]
-        if copy_only:
-            return first
-        lam1_t = torch.as_tensor(lam1)
-        first = first * (1 - lam1_t)[:, :, None]
+        first = x[m, torch.as_tensor(i0)] * (1 - lam1_t)[:, :, None]
         return first.add_(x[m, torch.as_tensor(i1)] * lam1_t[:, :, None])
     shape = (n, x.shape[1], i0.shape[1])
     first = torch.gather(x, 2, torch.as_tensor(i0)[:, None, :].expand(shape))
-    if copy_only:
-        return first
-    lam1_t = torch.as_tensor(lam1)
     first = first * (1 - lam1_t)[:, None, :]
     idx1 = torch.as_tensor(i1)[:, None, :].expand(shape)
     return first.add_(torch.gather(x, 2, idx1) * lam1_t[:, None, :])
