@@ -261,7 +261,9 @@ class AutomaticMaskGenerator:
             unchanged.append(0.0 if changed else 1.0)
             if changed:
                 new_masks[i] = mask_ops.mask_to_rle(mask), int(mask.sum())
-                boxes.append(mask_ops.batched_mask_to_box_xyxy(torch.as_tensor(mask)))
+                x, y, w, h = mask_ops.mask_bbox_xywh(mask)  # inclusive ends below
+                box = [x, y, x + w - 1, y + h - 1] if w else [0, 0, 0, 0]
+                boxes.append(torch.tensor(box, dtype=torch.int64))
             else:
                 boxes.append(data.boxes[i])
         new_boxes = torch.stack(boxes)

@@ -219,11 +219,49 @@ def remove_small_regions(
 
     Returns ``(mask, changed)``. Holes are background components (including ones touching the
     image border) under the area; when every island is small, the largest one is kept.
-    Same semantics as the official ``remove_small_regions`` (which uses OpenCV).
+    Same semantics as the official ``remove_small_regions`` (which uses OpenCV). Works on the
+    mask's box plus a background margin, and on the whole frame only when that cannot decide.
     """
     if mode not in ("holes", "islands"):
         raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
     mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0 or area_thresh <= 0:
+        return _small_regions_full(mask, area_thresh, mode)
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    # Margin wide enough that the background ring around the box alone reaches the area.
+    box_h, box_w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    margin = 1 + int(area_thresh // (2 * (box_h + box_w)))
+    y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)
+    x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)
+    window = mask[y0:y1, x0:x1]
+    if mode == "islands":  # every island lies inside the box: the window decides
+        result, changed = _small_regions_full(window, area_thresh, mode)
+    else:
+        regions, n = ndimage.label(~window, structure=_EIGHT)
+        sizes = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+        # Background components reaching a window side that is not an image side continue
+        # outside the window; their size there is unknown unless already large enough.
+        edges = [regions[0] if y0 > 0 else None, regions[-1] if y1 < h else None,
+                 regions[:, 0] if x0 > 0 else None, regions[:, -1] if x1 < w else None]  # fmt: skip
+        open_labels = np.unique(np.concatenate([e for e in edges if e is not None] or [[0]]))
+        open_labels = open_labels[open_labels > 0]
+        if (sizes[open_labels - 1] < area_thresh).any():
+            return _small_regions_full(mask, area_thresh, mode)
+        small = sizes < area_thresh
+        if not small.any():
+            return mask, False
+        result, changed = np.concatenate(([True], small))[regions], True
+    if not changed:
+        return mask, False
+    out = mask.copy()
+    out[y0:y1, x0:x1] = result
+    return out, True
+
+
+def _small_regions_full(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
+    """``remove_small_regions`` on the whole frame (the official algorithm, with scipy)."""
     holes = mode == "holes"
     regions, n_labels = ndimage.label(~mask if holes else mask, structure=_EIGHT)
     sizes = np.bincount(regions.ravel(), minlength=n_labels + 1)[1:]

@@ -277,3 +277,43 @@ def test_windows_to_rles_hand_example() -> None:
     frame[2:4, 3:5] = window[0]
     assert rles == [M.mask_to_rle(frame)]
     assert M.rle_to_mask(rles[0]).tolist() == frame.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(bool, st.tuples(st.integers(1, 24), st.integers(1, 24)), elements=st.booleans()),
+    st.integers(0, 30),
+    st.sampled_from(["holes", "islands"]),
+    st.integers(0, 3),
+)
+def test_remove_small_regions_window_equals_whole_frame(
+    mask: np.ndarray, area: int, mode: str, pad: int
+) -> None:
+    """The box-window shortcut gives the whole-frame (official) answer, borders included."""
+    framed = np.zeros((mask.shape[0] + 2 * pad + 7, mask.shape[1] + pad), bool)
+    framed[pad : pad + mask.shape[0], pad:] = mask
+    for candidate in (mask, framed):
+        got, changed = M.remove_small_regions(candidate, area, mode)
+        want, want_changed = M._small_regions_full(candidate, area, mode)
+        assert changed == want_changed
+        assert got.tolist() == want.tolist()
+
+
+def test_remove_small_regions_matches_official_with_cv2_stand_in() -> None:
+    from amg_peer import install_cv2_stand_in
+
+    install_cv2_stand_in()
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        mask = ndimage_blobs(rng)
+        for mode in ("holes", "islands"):
+            ours = M.remove_small_regions(mask, 12, mode)
+            ref = official.remove_small_regions(mask, 12, mode)
+            assert ours[1] == ref[1] and ours[0].tolist() == ref[0].tolist()
+
+
+def ndimage_blobs(rng: np.random.Generator) -> np.ndarray:
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(rng.random((40, 50)), 1.5)
+    return noise > np.quantile(noise, 0.6)
