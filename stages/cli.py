@@ -12,7 +12,7 @@ import sys
 
 # sub-command -> module holding ``main(argv) -> int`` (imported lazily: start-up stays fast)
 COMMANDS = {
-    "run": "stages.demo",
+    "run": "stages.run_cmd",
     "validate": "engine.dataset.validate",
     "audit": "engine.audit.cli",
     "train": "stages.train_cmd",

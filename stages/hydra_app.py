@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from stages.config import TrainJobConfig
+from stages.run_config import RunConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 VERSION_BASE = "1.3"
@@ -33,6 +35,7 @@ def register_configs() -> None:
     """Store the schemas (idempotent)."""
     store = ConfigStore.instance()
     store.store(name="train_job_schema", node=TrainJobConfig)
+    store.store(name="run_schema", node=RunConfig)
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -87,3 +90,26 @@ def _message(exc: BaseException) -> str:
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text = f"{text}\n{str(cause).strip()}"
     return text
+
+
+def run_app() -> int:
+    """``sa-engine run``: a ``hydra.main`` app (so ``-m`` sweeps, ``--cfg``, tab completion
+    work); Hydra reads ``sys.argv``. Each job runs in its own run directory: ``run_dir`` for
+    a single run, ``<runs_root>/multirun/<name>/<job number>`` in a sweep."""
+    register_configs()
+    status: list[int] = []
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="run", version_base=VERSION_BASE)
+    def _job(cfg: DictConfig) -> int:
+        from hydra.core.hydra_config import HydraConfig
+
+        from stages.run_cmd import execute
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        config = to_dataclass(cfg)
+        code = execute(config, to_container(cfg), to_yaml(cfg), run_dir)
+        status.append(code)
+        return code
+
+    _job()
+    return max(status, default=0)

@@ -49,6 +49,16 @@ class RunState:
                 return state
         return None
 
+    def latest_checkpoint_before(self, prefix: str) -> str | None:
+        """The model a round starts from: the newest checkpoint of an earlier round."""
+        latest = self.initial_checkpoint
+        for state in self.rounds:
+            if state.prefix == prefix:
+                break
+            if state.checkpoint:
+                latest = state.checkpoint
+        return latest
+
     def latest_checkpoint(self) -> str | None:
         """The newest finished checkpoint (a round's retraining, else the initial model)."""
         for state in reversed(self.rounds):
