@@ -28,10 +28,14 @@ class PositionEmbeddingRandom(nn.Module):
         )
 
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
-        """``…×2`` coordinates in ``[0, 1]`` → ``…×(2·num_pos_feats)``."""
-        proj = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
-        proj = 2 * math.pi * proj
-        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        """``…×2`` coordinates in ``[0, 1]`` → ``…×(2·num_pos_feats)`` (always float32).
+
+        Kept out of bf16 autocast: phases reach ~±20 rad, too coarse in bfloat16.
+        """
+        with torch.autocast(coords.device.type, enabled=False):
+            gaussian = self.positional_encoding_gaussian_matrix.float()
+            proj = 2 * math.pi * ((2 * coords.float() - 1) @ gaussian)
+            return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
         """Encoding of the centres of an ``h×w`` grid → ``C×h×w``."""
