@@ -4,7 +4,9 @@
 ``SamAutomaticMaskGenerator`` parameters (same names and defaults) plus ``max_mask_fraction``;
 ``generate(image)`` returns SA-1B annotation dicts for one ``H×W×3`` uint8 RGB image and
 ``generate_batch(images)`` does several, sending crops of all of them through the image
-encoder together (``encoder_batch_size`` at a time).
+encoder together (``encoder_batch_size`` at a time; by default 4 for encoders of at most 512
+px, else 1). Decoder calls take ``points_per_batch`` prompts, fewer when their activations
+would pass ``decoder_memory_bytes``.
 
 Per crop, as the official generator: embed the crop, prompt the decoder with every grid point
 (3 masks each), drop masks under ``pred_iou_thresh`` or ``stability_score_thresh`` or touching
@@ -74,7 +76,8 @@ class AutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         max_mask_fraction: float = 1.0,
-        encoder_batch_size: int = 4,
+        encoder_batch_size: int | None = None,
+        decoder_memory_bytes: int = 1 << 29,
         shared_decoder: bool = True,
     ) -> None:
         self.model = _unwrap(model)
@@ -82,7 +85,10 @@ class AutomaticMaskGenerator:
         _check_int("crop_n_layers", crop_n_layers, 0)
         _check_int("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1)
         _check_int("min_mask_region_area", min_mask_region_area, 0)
+        if encoder_batch_size is None:  # small encoders gain from batching; big ones bloat
+            encoder_batch_size = 4 if self.model.image_encoder.img_size <= 512 else 1
         _check_int("encoder_batch_size", encoder_batch_size, 1)
+        _check_int("decoder_memory_bytes", decoder_memory_bytes, 1)
         for name, value in [
             ("pred_iou_thresh", pred_iou_thresh),
             ("stability_score_offset", stability_score_offset),
@@ -124,6 +130,7 @@ class AutomaticMaskGenerator:
         self.crop_overlap_ratio = float(crop_overlap_ratio)
         self.min_mask_region_area = min_mask_region_area
         self.encoder_batch_size = encoder_batch_size
+        self.decoder_memory_bytes = decoder_memory_bytes
         self.shared_decoder = bool(shared_decoder)
         self.filters = FilterSettings(
             pred_iou_thresh=float(pred_iou_thresh),
@@ -206,11 +213,11 @@ class AutomaticMaskGenerator:
         crop_h, crop_w = crop_size
         points = self.point_grids[layer] * np.array([[crop_w, crop_h]])
         scale = np.array([[input_size[1] / crop_w, input_size[0] / crop_h]])
-        low_size = None
         plan = None
         parts = []
-        for start in range(0, len(points), self.points_per_batch):
-            batch = points[start : start + self.points_per_batch]
+        step = self._decoder_batch(features)
+        for start in range(0, len(points), step):
+            batch = points[start : start + step]
             low_res, iou_preds = decode_points(
                 self.model, features, batch * scale, shared=self.shared_decoder
             )
@@ -231,6 +238,14 @@ class AutomaticMaskGenerator:
         data.points = data.points + np.array([[x0, y0]])
         data.crop_boxes = torch.tensor([crop_box] * len(data), dtype=torch.int64).reshape(-1, 4)
         return data
+
+    def _decoder_batch(self, features: torch.Tensor) -> int:
+        """Prompts per decoder call: ``points_per_batch``, fewer if the decoder's activations
+        (about 80 bytes per image token and channel per prompt) would pass
+        ``decoder_memory_bytes``."""
+        _, c, h, w = features.shape
+        per_prompt = 80 * h * w * c
+        return max(1, min(self.points_per_batch, self.decoder_memory_bytes // per_prompt))
 
     def _finish(self, parts: list[CropMasks], image_hw: tuple[int, int]) -> list[dict]:
         data = CropMasks.cat(parts)

@@ -118,15 +118,17 @@ def filter_decoded(
         idx = candidates[group]
         up, valid, origin = plan.upsample(logits[idx], windows[idx])
         # numpy from here: its single-threaded compares and reductions beat torch's on CPU
-        high = ((up > t + off) & valid).sum(axis=(1, 2))
-        low = ((up > t - off) & valid).sum(axis=(1, 2))
+        np.putmask(up, ~valid, -np.inf)  # padding never passes a threshold
+        del valid
+        high = (up > t + off).sum(axis=(1, 2))
+        low = (up > t - off).sum(axis=(1, 2))
         with np.errstate(divide="ignore", invalid="ignore"):
             stability = high.astype(np.float32) / low.astype(np.float32)
         keep = np.ones(len(idx), dtype=bool)
         if settings.stability_score_thresh > 0.0:
             keep &= stability >= settings.stability_score_thresh
-        binary = (up[keep] > t) & valid[keep]
-        del up, valid
+        binary = up[keep] > t
+        del up
         idx, stability, origin = idx[keep], stability[keep], origin[keep]
         boxes = _boxes_xyxy(binary, origin)
         near_edge = mask_ops.is_box_near_crop_edge(

@@ -41,6 +41,8 @@ __all__ = [
 
 # The 8-neighbourhood, as OpenCV's connectedComponents(connectivity=8) uses.
 _EIGHT = np.ones((3, 3), dtype=bool)
+# Frames pasted at a time when windows_to_rles encodes through pycocotools.
+FRAME_CHUNK_BYTES = 1 << 27
 # The characters a compressed counts string may hold ('0' .. 'o').
 _ALPHABET = bytes(range(48, 112))
 
@@ -73,18 +75,36 @@ def windows_to_rles(
     windows: np.ndarray, offsets_yx: np.ndarray, frame_hw: tuple[int, int]
 ) -> list[dict]:
     """RLE of ``N×h×w`` binary windows placed at ``offsets_yx`` (``N×2``, row then column)
-    in an otherwise empty ``H×W`` frame, without building the full-size masks.
+    in an otherwise empty ``H×W`` frame.
 
     The result equals ``masks_to_rles`` of the pasted frames. Window cells outside the frame
-    must be ``False``.
+    must be ``False``. When the windows are a good part of the frame they are pasted into
+    full frames and encoded by pycocotools (C, a few frames at a time); otherwise the runs
+    are computed from the windows alone (``engine.rle_codec``), never building the frames.
     """
     if windows.ndim != 3:
         raise ValueError(f"windows must be N×h×w, got shape {windows.shape}")
+    n, h, w = windows.shape
     height, width = int(frame_hw[0]), int(frame_hw[1])
     if height * width == 0:
-        return [_rle_dict((height, width), b"") for _ in range(windows.shape[0])]
-    runs, lengths = window_runs(windows.astype(bool, copy=False), offsets_yx, (height, width))
-    return [_rle_dict((height, width), c) for c in encode_counts_batch(runs, lengths)]
+        return [_rle_dict((height, width), b"") for _ in range(n)]
+    windows = windows.astype(bool, copy=False)
+    if height * width > 4 * h * w:
+        runs, lengths = window_runs(windows, offsets_yx, (height, width))
+        return [_rle_dict((height, width), c) for c in encode_counts_batch(runs, lengths)]
+    out = []
+    per_chunk = max(1, FRAME_CHUNK_BYTES // (height * width))
+    for start in range(0, n, per_chunk):
+        stop = min(start + per_chunk, n)
+        # C-order N×W×H is Fortran-order H×W×N: the layout pycocotools wants.
+        frames = np.zeros((stop - start, width, height), dtype=np.uint8)
+        for i in range(start, stop):  # one slice copy per mask; the encoding is in C
+            y0, x0 = int(offsets_yx[i][0]), int(offsets_yx[i][1])
+            ch, cw = min(h, height - y0), min(w, width - x0)
+            frames[i - start, x0 : x0 + cw, y0 : y0 + ch] = windows[i, :ch, :cw].T
+        encoded = mask_utils.encode(frames.transpose(2, 1, 0))
+        out.extend(_rle_dict(r["size"], r["counts"]) for r in encoded)
+    return out
 
 
 def _coco_rle(rle: dict) -> dict:

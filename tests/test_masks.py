@@ -317,3 +317,16 @@ def ndimage_blobs(rng: np.random.Generator) -> np.ndarray:
 
     noise = ndimage.gaussian_filter(rng.random((40, 50)), 1.5)
     return noise > np.quantile(noise, 0.6)
+
+
+@pytest.mark.parametrize("frame", [(5, 6), (9, 7), (50, 60)])  # frame path / window path
+@pytest.mark.parametrize("chunk", [1, 1 << 27])
+def test_windows_to_rles_both_paths(frame: tuple[int, int], chunk: int, monkeypatch) -> None:
+    monkeypatch.setattr(M, "FRAME_CHUNK_BYTES", chunk)
+    rng = np.random.default_rng(3)
+    windows = rng.random((4, 5, 6)) < 0.5
+    offsets = np.array([[0, 0], [frame[0] - 5, frame[1] - 6], [0, frame[1] - 6], [frame[0] - 5, 0]])
+    frames = np.zeros((4, *frame), bool)
+    for i, (y0, x0) in enumerate(offsets):
+        frames[i, y0 : y0 + 5, x0 : x0 + 6] = windows[i]
+    assert M.windows_to_rles(windows, offsets, frame) == M.masks_to_rles(frames)
