@@ -323,22 +323,26 @@ def batched_nms(
     if n == 0:
         return torch.zeros(0, dtype=torch.int64)
     order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
-    boxes = boxes_xyxy.detach().cpu()[order]
-    cats = categories.detach().cpu()[order]
-    # Rows of the overlap matrix in score order; built in blocks to bound memory.
+    boxes = boxes_xyxy.detach().cpu()[order].to(torch.float32).numpy()
+    cats = categories.detach().cpu()[order].numpy()
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     suppressed = np.zeros(n, dtype=bool)
     keep = []
-    block = 2048
+    block = 1024  # rows of the overlap matrix (in score order) built at a time
     for start in range(0, n, block):
-        rows = slice(start, min(start + block, n))
-        overlap = (box_iou_xyxy(boxes[rows], boxes) > iou_threshold) & (
-            cats[rows, None] == cats[None, :]
-        )
-        overlap = overlap.numpy()
-        for i in range(rows.start, rows.stop):
+        stop = min(start + block, n)
+        b = boxes[start:stop]
+        lt = np.maximum(b[:, None, :2], boxes[None, :, :2])
+        rb = np.minimum(b[:, None, 2:], boxes[None, :, 2:])
+        wh = np.clip(rb - lt, 0, None)
+        inter = wh[..., 0] * wh[..., 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = inter / (area[start:stop, None] + area[None, :] - inter)
+        overlap = (iou > iou_threshold) & (cats[start:stop, None] == cats[None, :])
+        for i in range(start, stop):
             if not suppressed[i]:
                 keep.append(i)
-                suppressed |= overlap[i - rows.start]
+                suppressed |= overlap[i - start]
     return order[torch.as_tensor(keep, dtype=torch.int64)]
 
 
