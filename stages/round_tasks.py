@@ -47,6 +47,10 @@ class TaskFactory:
         from engine.amg import AutomaticMaskGenerator
         from engine.model import build_sam
 
+        for group, values in (("prefill", self.prefill), ("fully_automatic", self.automatic)):
+            for name, value in values.items():
+                if name.endswith("_thresh") and not 0.0 <= value <= 1.0:
+                    raise ValueError(f"stages.{group}.{name} must be in [0, 1], got {value}")
         probe = build_sam("tiny")
         try:
             AutomaticMaskGenerator(probe, **self.prefill)
