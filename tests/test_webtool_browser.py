@@ -45,7 +45,7 @@ FLAGS = (
     "--disable-sync",
     "--window-size=1280,800",
 )
-H, W = 192, 256
+H, W = 384, 512
 PREFIX = "stage1-r00"
 GUARD_SECONDS = 120.0  # a hang guard only: a healthy run needs a few seconds per step
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,15 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
     save_checkpoint(build_sam("tiny"), root / "checkpoints" / "init.pt")
-    write_demo_queue(root, count=3, height=H, width=W, prefill=1, checkpoint="checkpoints/init.pt")
+    write_demo_queue(
+        root,
+        count=3,
+        height=H,
+        width=W,
+        prefill=2,
+        stage="semi_automatic",
+        checkpoint="checkpoints/init.pt",
+    )
     return root
 
 
@@ -134,12 +142,13 @@ def browser(tmp_path_factory):
         driver.quit()
 
 
-def _click_target(key: str) -> tuple[float, float]:
-    """The interior point farthest from the boundary of the image's largest reference."""
+def _click_target(key: str, rank: int = 0) -> tuple[float, float]:
+    """The interior point farthest from the boundary of the image's ``rank``-th largest
+    reference mask (0 = the largest)."""
     seed = int(key.split("-")[1])
     _, references = render_scene(seed, H, W)
-    largest = max(references, key=lambda r: mask_ops.rle_area(r.rle))
-    click = click_rules.next_click(mask_ops.rle_to_mask(largest.rle), None)
+    ranked = sorted(references, key=lambda r: -mask_ops.rle_area(r.rle))
+    click = click_rules.next_click(mask_ops.rle_to_mask(ranked[rank].rle), None)
     return float(click.x), float(click.y)
 
 
@@ -227,14 +236,22 @@ def test_click_accept_brush_and_next_in_chromium(server, browser, run_dir, tmp_p
     brushed = json.loads(path.read_text())["masks"][-1]["provenance"]
     assert brushed["hand_fixed"] is True and brushed["model_iou"] is None
 
+    # a second object: the page shows the proposal, its 3 choices and the click
+    ActionChains(browser).send_keys("p").perform()
+    _click_at(browser, overlay, *_click_target(key, rank=1))
+    _wait(lambda: browser.execute_script("return saTool.currentArea()"), "a second proposal")
+    ActionChains(browser).send_keys("2").perform()
     shot = tmp_path / "annotation_tool.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("SA_ENGINE_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["SA_ENGINE_SCREENSHOT"])
 
-    # N: the image is done and the next one opens
+    # N refuses to leave a pending mask; Esc discards it; N finishes and opens the next image
     ActionChains(browser).send_keys("n").perform()
+    _wait(lambda: "first" in browser.find_element(By.ID, "message").text, "the N refusal")
+    assert browser.find_element(By.ID, "image-key").text == key
+    ActionChains(browser).send_keys(Keys.ESCAPE, "n").perform()
     _wait(lambda: browser.find_element(By.ID, "image-key").text not in (key, ""), "next image")
     assert store.done_keys() == {key}
     assert browser.find_element(By.ID, "image-key").text != key

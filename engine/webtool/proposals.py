@@ -1,9 +1,11 @@
 """One decoder step for the annotation tool, and the short-lived store of its outputs.
 
-A decode returns the model's masks (COCO RLE at the image size) with their predicted IoU and
-stability score, plus a *handle*: the server keeps the low-res logits under it, so the next
-click can feed the chosen mask back as the mask prompt without sending logits over the wire,
-and an accepted mask can be compared with the model's proposal (``model_iou``).
+A decode returns the model's masks (COCO RLE at the image size) with their predicted IoU, plus
+a *handle*: the server keeps the low-res logits under it, so the next click can feed the
+chosen mask back as the mask prompt without sending logits over the wire, and an accepted mask
+can be compared with the model's proposal (``model_iou``). The stability score (a pass over
+the full-resolution logits, the costliest part of a click at 1500×2250) is computed only for
+the mask that is accepted, from the kept logits.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class Proposal:
     low_res: np.ndarray  # C×L×L float32 logits
     rles: list[dict]  # C masks, COCO RLE at the image size
     scores: list[float]  # predicted IoU, C
-    stability: list[float]  # stability score (offset 1.0), C
+    input_size: tuple[int, int]  # (h, w) of the resized image in the model input
+    original_size: tuple[int, int]  # (H, W) of the image
 
 
 def decode_prompts(
@@ -40,12 +43,12 @@ def decode_prompts(
     box_xyxy: np.ndarray | None,
     mask_logits: np.ndarray | None,
     multimask: bool,
-) -> tuple[np.ndarray, list[float], list[float], np.ndarray]:
+) -> tuple[np.ndarray, list[float], np.ndarray]:
     """Run the prompt encoder + mask decoder on a cached embedding.
 
     Args: ``points_xy`` N×2 and ``labels`` N (1 positive, 0 negative) in original-image
     pixels; ``box_xyxy`` 4; ``mask_logits`` L×L low-res logits of an earlier step.
-    Returns masks ``C×H×W`` bool, predicted IoU ``C``, stability ``C``, low-res ``C×L×L``.
+    Returns masks ``C×H×W`` bool, predicted IoU ``C``, low-res logits ``C×L×L``.
     """
     predictor = SamPredictor(model)  # per call: the shared model, no shared state
     predictor.set_image_embedding(embedding)
@@ -65,13 +68,19 @@ def decode_prompts(
     logits, iou, low_res = predictor.predict_torch(
         coords_t, labels_t, box_t, mask_t, multimask_output=multimask, return_logits=True
     )
-    threshold = model.mask_threshold
     with torch.inference_mode():
-        stability = stability_score(logits[0], threshold, 1.0).tolist()
-        masks = (logits[0] > threshold).cpu().numpy()
-    scores = [float(s) for s in iou[0].tolist()]
-    stability = [0.0 if math.isnan(s) else float(s) for s in stability]
-    return masks, scores, stability, low_res[0].cpu().numpy()
+        masks = (logits[0] > model.mask_threshold).cpu().numpy()
+    return masks, [float(s) for s in iou[0].tolist()], low_res[0].cpu().numpy()
+
+
+def proposal_stability(model: Sam, proposal: Proposal, index: int) -> float:
+    """Stability score (offset 1.0, as the automatic generator) of mask ``index``, from its
+    low-res logits upsampled to the image size; 0.0 when undefined (no pixel above −1)."""
+    low_res = torch.as_tensor(proposal.low_res[index], device=model.device)[None, None]
+    with torch.inference_mode():
+        logits = model.postprocess_masks(low_res, proposal.input_size, proposal.original_size)
+        score = float(stability_score(logits[0, 0], model.mask_threshold, 1.0))
+    return 0.0 if math.isnan(score) else score
 
 
 def rles_of(masks: np.ndarray) -> list[dict]:

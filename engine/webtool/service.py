@@ -23,7 +23,13 @@ from engine.sa1b import MaskRecord, Provenance
 from engine.webtool import schemas
 from engine.webtool.embeddings import EmbeddingCache
 from engine.webtool.images import RoundImages
-from engine.webtool.proposals import Proposal, ProposalStore, decode_prompts, rles_of
+from engine.webtool.proposals import (
+    Proposal,
+    ProposalStore,
+    decode_prompts,
+    proposal_stability,
+    rles_of,
+)
 
 
 def inside(run_dir: Path, relative: str) -> Path:
@@ -121,7 +127,7 @@ class AnnotationService:
         return {"key": key, "cached": cached, "seconds": self.embeddings.seconds.get(key)}
 
     def decode(self, key: str, request: schemas.DecodeRequest) -> dict:
-        """One decoder step; returns masks (RLE), scores, stability and a handle."""
+        """One decoder step; returns masks (RLE), predicted IoUs and a handle."""
         self.images.check(key)
         height, width = self.images.size(key)
         points = np.array(request.points, dtype=np.float32).reshape(-1, 2)
@@ -138,7 +144,7 @@ class AnnotationService:
             logits = previous.low_res[request.mask_input.index]
         embedding = self.embeddings.get(key)
         start = time.perf_counter()
-        masks, scores, stability, low_res = decode_prompts(
+        masks, scores, low_res = decode_prompts(
             self.model,
             embedding,
             points if len(points) else None,
@@ -149,14 +155,9 @@ class AnnotationService:
         )
         decode_ms = (time.perf_counter() - start) * 1000.0
         rles = rles_of(masks)
-        handle = self.proposals.put(Proposal(key, low_res, rles, scores, stability))
-        return {
-            "handle": handle,
-            "masks": rles,
-            "scores": scores,
-            "stability": stability,
-            "decode_ms": round(decode_ms, 2),
-        }
+        sizes = (embedding.input_size, embedding.original_size)
+        handle = self.proposals.put(Proposal(key, low_res, rles, scores, *sizes))
+        return {"handle": handle, "masks": rles, "scores": scores, "decode_ms": round(decode_ms, 2)}
 
     # ---- edits --------------------------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class AnnotationService:
             if index >= len(proposal.rles):
                 raise ValueError(f"proposal.index {index} is out of range")
             predicted_iou = proposal.scores[index]
-            stability = proposal.stability[index]
+            stability = proposal_stability(self.model, proposal, index)
             model_iou = float(mask_ops.rle_iou([proposal.rles[index]], [rle])[0, 0])
         points = [[float(x), float(y)] for x, y in request.point_coords[:1]]
         _check_inside(np.array(points, dtype=np.float32).reshape(-1, 2), width, height, "points")

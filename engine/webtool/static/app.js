@@ -204,32 +204,13 @@
 
   // ---- brush -------------------------------------------------------------------------------
 
-  function paint(x, y, value) {
-    const r = S.radius;
-    const mask = S.cur.edited;
-    const x0 = Math.max(0, Math.floor(x - r)), x1 = Math.min(S.width - 1, Math.ceil(x + r));
-    const y0 = Math.max(0, Math.floor(y - r)), y1 = Math.min(S.height - 1, Math.ceil(y + r));
-    for (let yy = y0; yy <= y1; yy++) {
-      for (let xx = x0; xx <= x1; xx++) {
-        if ((xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= r * r) mask[yy * S.width + xx] = value;
-      }
-    }
-  }
-
-  function paintLine(from, to, value) {
-    const steps = Math.max(1, Math.ceil(Math.hypot(to.x - from.x, to.y - from.y) / (S.radius / 2)));
-    for (let i = 1; i <= steps; i++) {
-      paint(from.x + ((to.x - from.x) * i) / steps, from.y + ((to.y - from.y) * i) / steps, value);
-    }
-  }
-
   function startStroke(p) {
     S.undo.push(snapshot(S.cur));
     startTimer();
     const base = currentMask();
     S.cur.edited = base ? base.slice() : new Uint8Array(S.width * S.height);
     S.cur.strokes++;
-    paint(p.x, p.y, S.tool === "brush" ? 1 : 0);
+    Draw.paint(S.cur.edited, S.width, S.height, p.x, p.y, S.radius, S.tool === "brush" ? 1 : 0);
     scheduleRender();
   }
 
@@ -355,24 +336,9 @@
     for (const m of S.saved) {
       const [r, g, b] = PALETTE[m.id % PALETTE.length];
       const alpha = m.id === S.selected ? 170 : 95;
-      fill(layer.data, m.bitmap, r, g, b, alpha);
+      Draw.fill(layer.data, m.bitmap, S.width, S.height, [r, g, b], alpha);
     }
     S.savedLayer = layer;
-  }
-
-  // Paint mask pixels in colour; pixels on the mask's edge get full opacity.
-  function fill(data, mask, r, g, b, alpha) {
-    const w = S.width, h = S.height;
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        const p = y * w + x;
-        if (!mask[p]) continue;
-        const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1
-          || !mask[p - 1] || !mask[p + 1] || !mask[p - w] || !mask[p + w];
-        const q = 4 * p;
-        data[q] = r; data[q + 1] = g; data[q + 2] = b; data[q + 3] = edge ? 255 : alpha;
-      }
-    }
   }
 
   function scheduleRender() {
@@ -388,29 +354,15 @@
     if (!S.savedLayer || S.savedLayer.width !== S.width) return;
     const frame = new ImageData(new Uint8ClampedArray(S.savedLayer.data), S.width, S.height);
     const mask = currentMask();
-    if (mask) fill(frame.data, mask, ...CURRENT, 140);
+    if (mask) Draw.fill(frame.data, mask, S.width, S.height, CURRENT, 140);
     overlayCtx.putImageData(frame, 0, 0);
     const scale = S.width / overlay.getBoundingClientRect().width || 1;
     const c = S.cur;
-    if (c.box) drawBox(c.box, "#00e5ff", scale);
+    if (c.box) Draw.box(overlayCtx, c.box, "#00e5ff", scale);
     const p = S.pointer;
-    if (p && p.dragging) drawBox([p.sx, p.sy, p.x, p.y], "#ffffff", scale);
-    c.points.forEach(([x, y], i) => {
-      overlayCtx.beginPath();
-      overlayCtx.arc(x, y, 5 * scale, 0, 2 * Math.PI);
-      overlayCtx.fillStyle = c.labels[i] === 1 ? "#2ecc40" : "#ff4136";
-      overlayCtx.fill();
-      overlayCtx.lineWidth = 1.5 * scale;
-      overlayCtx.strokeStyle = "#ffffff";
-      overlayCtx.stroke();
-    });
+    if (p && p.dragging) Draw.box(overlayCtx, [p.sx, p.sy, p.x, p.y], "#ffffff", scale);
+    c.points.forEach(([x, y], i) => Draw.point(overlayCtx, x, y, c.labels[i] === 1, scale));
     updatePanel();
-  }
-
-  function drawBox(box, colour, scale) {
-    overlayCtx.lineWidth = 2 * scale;
-    overlayCtx.strokeStyle = colour;
-    overlayCtx.strokeRect(box[0], box[1], box[2] - box[0], box[3] - box[1]);
   }
 
   function updatePanel() {
@@ -516,7 +468,8 @@
     if (!ptr) return;
     const p = toImage(event);
     if (ptr.painting) {
-      paintLine(ptr.last, p, S.tool === "brush" ? 1 : 0);
+      const value = S.tool === "brush" ? 1 : 0;
+      Draw.paintLine(S.cur.edited, S.width, S.height, ptr.last, p, S.radius, value);
       ptr.last = p;
       scheduleRender();
       return;
