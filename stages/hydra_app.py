@@ -102,10 +102,15 @@ def run_app() -> int:
     @hydra.main(config_path=str(CONFIG_DIR), config_name="run", version_base=VERSION_BASE)
     def _job(cfg: DictConfig) -> int:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
         from stages.run_cmd import execute
 
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            run_dir = Path(hydra_cfg.runtime.output_dir)
+        else:
+            run_dir = Path(cfg.run_dir)
         config = to_dataclass(cfg)
         code = execute(config, to_container(cfg), to_yaml(cfg), run_dir)
         status.append(code)

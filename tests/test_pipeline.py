@@ -249,7 +249,7 @@ def test_multirun_sweeps_into_one_directory_per_job(tmp_path):
     ]
     result = sa_engine(*sweep)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    jobs = sorted((tmp_path / "multirun" / "sweep").iterdir())
+    jobs = sorted(p for p in (tmp_path / "multirun" / "sweep").iterdir() if p.is_dir())
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:
         state = json.loads((job / "state.json").read_text())
