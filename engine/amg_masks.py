@@ -114,12 +114,15 @@ def filter_decoded(
     crop_x0, crop_y0 = crop_box[0], crop_box[1]
     image_area = image_hw[0] * image_hw[1]
     parts, order = [], []
-    for group in plan.groups(windows[candidates]):
+    full = plan.prefer_full(windows[candidates])
+    groups = plan.full_groups(len(candidates)) if full else plan.groups(windows[candidates])
+    for group in groups:
         idx = candidates[group]
-        up, valid, origin = plan.upsample(logits[idx], windows[idx])
+        if full:
+            up, origin = plan.upsample_full(logits[idx])
+        else:
+            up, origin = plan.upsample(logits[idx], windows[idx])  # padding cells are -inf
         # numpy from here: its single-threaded compares and reductions beat torch's on CPU
-        np.putmask(up, ~valid, -np.inf)  # padding never passes a threshold
-        del valid
         high = (up > t + off).sum(axis=(1, 2))
         low = (up > t - off).sum(axis=(1, 2))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -127,7 +130,7 @@ def filter_decoded(
         keep = np.ones(len(idx), dtype=bool)
         if settings.stability_score_thresh > 0.0:
             keep &= stability >= settings.stability_score_thresh
-        binary = up[keep] > t
+        binary = up > t if keep.all() else up[keep] > t
         del up
         idx, stability, origin = idx[keep], stability[keep], origin[keep]
         boxes = _boxes_xyxy(binary, origin)

@@ -103,8 +103,40 @@ class UpsamplePlan:
     ) -> None:
         self.rows = Axis.build(low_size[0], square, input_hw[0], out_hw[0])
         self.cols = Axis.build(low_size[1], square, input_hw[1], out_hw[1])
+        self.square = square
+        self.input_hw = input_hw
         self.out_hw = out_hw
         self.max_group_pixels = max_group_pixels
+
+    def prefer_full(self, windows: np.ndarray) -> bool:
+        """Whether upsampling whole frames (``postprocess_masks`` itself) is cheaper than
+        windows for these masks: estimated pixel work, a gather-and-blend pixel costing about
+        four ``F.interpolate`` pixels."""
+        h = windows[:, 2] + 2 * self.rows.factor
+        w = windows[:, 3] + 2 * self.cols.factor
+        second = 0 if self.rows.identity and self.cols.identity else 4
+        windowed = float(((1 + second) * h * w).sum())
+        full = len(windows) * (self.square**2 + self.out_hw[0] * self.out_hw[1])
+        return full <= windowed
+
+    def full_groups(self, n: int) -> list[np.ndarray]:
+        """Index chunks for ``upsample_full`` within ``max_group_pixels``."""
+        per = self.square**2 + self.out_hw[0] * self.out_hw[1]
+        step = max(1, self.max_group_pixels // per)
+        return [np.arange(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def upsample_full(self, low_logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-frame logits ``N×H×W`` exactly as ``Sam.postprocess_masks`` computes them,
+        and zero origins (same return form as ``upsample``)."""
+        x = F.interpolate(
+            low_logits.to(torch.float32)[:, None],
+            (self.square, self.square),
+            mode="bilinear",
+            align_corners=False,
+        )
+        x = x[..., : self.input_hw[0], : self.input_hw[1]]
+        x = F.interpolate(x, self.out_hw, mode="bilinear", align_corners=False)[:, 0]
+        return x.numpy(), np.zeros((len(x), 2), dtype=np.int64)
 
     def windows(self, low_logits: torch.Tensor, threshold: float) -> np.ndarray:
         """``N×4`` output windows ``(y0, x0, h, w)`` holding every pixel that can exceed
@@ -144,12 +176,12 @@ class UpsamplePlan:
 
     def upsample(
         self, low_logits: torch.Tensor, windows: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits of ``N`` masks around their windows, padded to the group's largest one.
 
         ``low_logits`` is ``N×h×w``, ``windows`` the ``N×4`` rows from ``windows`` for these
-        masks. Returns ``(logits N×Hp×Wp float32, valid N×Hp×Wp bool, origin N×2)``: cell
-        ``[i, r, c]`` is output pixel ``origin[i] + (r, c)`` (row, column) where ``valid``.
+        masks. Returns ``(logits N×Hp×Wp float32, origin N×2)``: cell ``[i, r, c]`` is output
+        pixel ``origin[i] + (r, c)`` (row, column); padding cells hold ``-inf``.
         Along an axis that needs no second stage the arrays hold the whole stage-1 sub-window
         (a few pixels more than the window; those are below every threshold too).
         """
@@ -173,8 +205,11 @@ class UpsamplePlan:
         out, row_origin, row_valid = _second_stage(
             out, self.rows, windows[:, 0], windows[:, 2], fr * r0, fr * (r1 - r0 + 1), 1
         )
-        valid = (row_valid & has[:, None])[:, :, None] & col_valid[:, None, :]
-        return out.numpy(), valid, np.stack([row_origin, col_origin], axis=1)
+        logits = out.numpy()
+        # Cells outside a mask's window (group padding) become -inf: below every threshold.
+        logits[~(row_valid & has[:, None])] = -np.inf
+        logits.transpose(0, 2, 1)[~col_valid] = -np.inf
+        return logits, np.stack([row_origin, col_origin], axis=1)
 
 
 def _second_stage(
