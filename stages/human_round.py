@@ -75,6 +75,15 @@ class HumanRound:
                 record=ImageRecord(item.image_id, item.width, item.height, item.file_name, records),
             )
 
+    def round_stats(self, plan: RoundPlan) -> dict[str, float]:
+        """The web tool's statistics of the round (real seconds/mask, clicks, brush share)."""
+        stats = HumanAnnotationStore(self.run_dir, plan.prefix).stats()
+        return {
+            f"human_{name}": float(value)
+            for name, value in stats.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+
     def _queue(self, plan: RoundPlan, checkpoint: str | None, source) -> RoundQueue:
         if queue_path(self.run_dir, plan.prefix).exists():
             return read_queue(self.run_dir, plan.prefix)

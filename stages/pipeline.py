@@ -242,8 +242,9 @@ class Pipeline:
         rs = self.state.round(plan.prefix)
         checkpoint = self._path(self.state.latest_checkpoint_before(plan.prefix))
         if not rs.annotated:
-            seconds, processed = self._annotate(plan, checkpoint)
+            seconds, processed, extra = self._annotate(plan, checkpoint)
             rs.summary.update(round_summary(self.index_dir, plan.prefix))
+            rs.summary.update(extra)
             if processed:
                 rs.summary["images_per_s"] = processed / seconds if seconds > 0 else 0.0
             rs.annotated = True
@@ -282,8 +283,11 @@ class Pipeline:
             self._save()
         return {"round": plan.prefix, **rs.summary}
 
-    def _annotate(self, plan: RoundPlan, checkpoint: str | None) -> tuple[float, int]:
-        """Process the round's images not written yet; returns (seconds, images processed)."""
+    def _annotate(self, plan: RoundPlan, checkpoint: str | None) -> tuple[float, int, dict]:
+        """Process the round's images not written yet.
+
+        Returns (seconds, images processed, extra round statistics — e.g. the web tool's).
+        """
         s = self.s
         done = written_keys(self.shards_dir, plan.prefix) if self.shards_dir.exists() else set()
         done |= self.quarantine.keys
@@ -292,7 +296,7 @@ class Pipeline:
             self.quarantine.add(QuarantineRecord(entry.key, entry.path, entry.error))
         todo = [e for e in todo if not e.error]
         if not todo:
-            return 0.0, 0
+            return 0.0, 0, {}
         self._say(f"[{plan.prefix}] {plan.stage_name}: {len(todo)} images")
         task = s.make_task(plan)
         started = time.perf_counter()
@@ -314,7 +318,8 @@ class Pipeline:
             for count, result in enumerate(results, 1):
                 self._write(writer, result)
                 self._progress(plan.prefix, count, len(todo))
-        return time.perf_counter() - started, len(todo)
+        extra = task.round_stats(plan) if hasattr(task, "round_stats") else {}
+        return time.perf_counter() - started, len(todo), extra
 
     def _write(self, writer: ShardWriter, result: WorkResult) -> None:
         if result.quarantine is not None:

@@ -83,7 +83,7 @@ class TaskFactory:
 
             return HumanRound(
                 self.run_dir,
-                self.data,
+                {"kind": self.data.kind, **self.data.source_kwargs()},
                 self.preset,
                 self.stages.human_poll_s,
                 prefill=self._human_prefill_task(plan),

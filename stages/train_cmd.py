@@ -19,10 +19,13 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from engine.data import ImageSource, iter_items
 from engine.tracking import Tracker
@@ -193,21 +196,21 @@ def run_train_job(
             tracker.log_metrics({f"eval_before/{k}": v for k, v in before.items()})
         logger.info("training %s from step %d to %d", run_dir, done_step, options.steps)
         history = _train(
-            build_model,
-            source,
-            data_limit,
-            options,
-            checkpoint,
-            done_step > 0,
-            workers,
-            time_limit_s,
-            cluster_address,
-            num_cpus,
-            cpus_per_worker,
-            use_gpu,
-            run_dir,
-            resolved_config,
-            tracker,
+            build_model=build_model,
+            source=source,
+            data_limit=data_limit,
+            options=options,
+            checkpoint=checkpoint,
+            resume=done_step > 0,
+            workers=workers,
+            time_limit_s=time_limit_s,
+            cluster_address=cluster_address,
+            num_cpus=num_cpus,
+            cpus_per_worker=cpus_per_worker,
+            use_gpu=use_gpu,
+            run_dir=run_dir,
+            resolved_config=resolved_config,
+            tracker=tracker,
         )
         trained = build_sam(preset, checkpoint)
         save_checkpoint(trained, run_dir / MODEL)
@@ -238,21 +241,22 @@ def run_train_job(
 
 
 def _train(
-    build_model,
-    source,
-    data_limit,
-    options,
-    checkpoint,
-    resume,
-    workers,
-    time_limit_s,
-    cluster_address,
-    num_cpus,
-    cpus_per_worker,
-    use_gpu,
-    run_dir,
-    resolved_config,
-    tracker,
+    *,
+    build_model: Callable[[], Any],
+    source: ImageSource,
+    data_limit: int | None,
+    options: TrainOptions,
+    checkpoint: Path,
+    resume: bool,
+    workers: int,
+    time_limit_s: float | None,
+    cluster_address: str | None,
+    num_cpus: int | None,
+    cpus_per_worker: int,
+    use_gpu: bool,
+    run_dir: Path,
+    resolved_config: dict[str, Any],
+    tracker: Tracker,
 ) -> list[dict[str, Any]]:
     """Run the loop in this process (``workers == 0``) or on Ray Train; per-step records."""
     from engine.train.data import TrainDataset
@@ -261,6 +265,8 @@ def _train(
 
     step_log = JsonlStepLog(run_dir / STEP_LOG)
     if workers == 0:
+        if num_cpus:
+            torch.set_num_threads(num_cpus)
         model = build_model()
         img_size = int(model.image_encoder.img_size)
         dataset = TrainDataset.from_source(source, img_size, data_limit)
