@@ -125,13 +125,13 @@ def test_records_are_sa1b(models, image: np.ndarray) -> None:
 
 
 def test_batch_equals_single_images(models) -> None:
-    images = [shapes_image(192, 256, seed=s) for s in (0, 1)] + [shapes_image(150, 200, seed=2)]
+    images = [shapes_image(192, 256, seed=0), shapes_image(150, 200, seed=2)]
     params = {**LOW, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2}
     single = [AutomaticMaskGenerator(models[0], **params).generate(im) for im in images]
     batched = AutomaticMaskGenerator(models[0], encoder_batch_size=4, **params).generate_batch(
         images
     )
-    assert len(batched) == 3
+    assert len(batched) == 2
     for one, many in zip(single, batched):
         assert len(one) == len(many) and len(one) > 0
         for a, b in zip(one, many):
@@ -158,8 +158,9 @@ def test_max_mask_fraction(models, image: np.ndarray) -> None:
 def test_nothing_passes(models, image: np.ndarray) -> None:
     strict = {**LOW, "pred_iou_thresh": 50.0}
     assert AutomaticMaskGenerator(models[0], **strict).generate(image) == []
+    small = image[:64, :80]
     assert AutomaticMaskGenerator(models[0], min_mask_region_area=10, **strict).generate_batch(
-        [image, image]
+        [small, small]
     ) == [[], []]
 
 
