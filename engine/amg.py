@@ -11,10 +11,16 @@ would pass ``decoder_memory_bytes``.
 Per crop, as the official generator: embed the crop, prompt the decoder with every grid point
 (3 masks each), drop masks under ``pred_iou_thresh`` or ``stability_score_thresh`` or touching
 an inner crop edge, NMS by predicted IoU within the crop; then NMS across crops preferring
-smaller crops, optional small-region clean-up with a last NMS. What differs is how: filters
-run before full-size upsampling, upsampling happens only inside each mask's window, survivors
-become RLE at once (``engine.amg_masks``), and the decoder can share its image-side work
-across prompts (``engine.amg_decode``).
+smaller crops, optional small-region clean-up with a last NMS. ``max_mask_fraction`` (ours;
+the paper dropped masks covering ≥ 95% of the image) drops a mask whose area reaches that share
+of the image, both with the other per-mask filters (before NMS, so a dropped mask suppresses
+nothing) and after the clean-up (which can fill holes).
+
+What differs from the official code is how: the predicted-IoU filter runs before any
+upsampling, logits are upsampled only inside each mask's window (or as whole frames when that
+is cheaper), survivors become RLE at once, several per C call (``engine.amg_masks``,
+``engine.amg_upsample``), and the decoder shares its image-side work across prompts
+(``engine.amg_decode``).
 """
 
 from __future__ import annotations
