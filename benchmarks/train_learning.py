@@ -119,10 +119,53 @@ def evaluate_snapshots(args, workdir: Path, history: list[dict]) -> list[dict]:
             f"  step {step:5d}  {point['train_seconds'] / 60:5.1f} min  "
             f"1-click mIoU {metrics['miou_1click']:.3f}  5-click {metrics['miou_5click']:.3f}  "
             f"NoC@85 {metrics['noc_85']:.2f}  NoC@90 {metrics['noc_90']:.2f}  "
-            f"box {metrics['box_miou']:.3f}  (load {point['load']:.1f})",
+            f"box {metrics['box_miou']:.3f}  1-click large "
+            f"{metrics.get('miou_1click_large', float('nan')):.3f}  (load {point['load']:.1f})",
             flush=True,
         )
     return points
+
+
+def resolution_ceiling(preset: str, items: list, grid: int | None = None) -> dict[str, float]:
+    """mIoU an ideal decoder could reach with this preset's low-res grid.
+
+    Each reference mask is resized into the input frame, area-averaged onto the low-res grid
+    (``4 × image_size / patch_size`` cells a side, or ``grid``) and turned into logits
+    (coverage 0.5 → logit 0), then upsampled and thresholded as ``Sam.postprocess_masks`` does.
+    Not a strict bound (a decoder may sharpen edges) but close: small masks lose most, their
+    shape falls between cells.
+    """
+    import numpy as np
+    import torch.nn.functional as F
+
+    from engine.masks import rle_to_mask
+    from engine.model import ResizeLongestSide
+
+    size = PRESETS[preset]["image_size"]
+    grid = grid or 4 * size // PRESETS[preset]["patch_size"]
+    ious, areas = [], []
+    for item in items:
+        gts = np.stack([rle_to_mask(r.rle) for r in item.references])
+        h, w = ResizeLongestSide.get_preprocess_shape(item.height, item.width, size)
+        masks = torch.from_numpy(gts).float()[:, None]
+        frame = F.interpolate(masks, (h, w), mode="bilinear", antialias=True)
+        frame = F.pad(frame, (0, size - w, 0, size - h))
+        coverage = F.adaptive_avg_pool2d(frame, (grid, grid)).clamp(1e-4, 1 - 1e-4)
+        logits = F.interpolate(torch.logit(coverage), (size, size), mode="bilinear")
+        logits = F.interpolate(logits[..., :h, :w], (item.height, item.width), mode="bilinear")
+        pred = (logits[:, 0] > 0).numpy()
+        inter = (pred & gts).reshape(len(gts), -1).sum(1)
+        union = (pred | gts).reshape(len(gts), -1).sum(1)
+        ious.append(inter / np.maximum(union, 1))
+        areas.append(gts.reshape(len(gts), -1).sum(1))
+    iou, area = np.concatenate(ious), np.concatenate(areas)
+    out = {"low_res_grid": float(grid), "miou": float(iou.mean())}
+    for name, lo, hi in (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, 1e12)):
+        chosen = (area >= lo) & (area < hi)
+        if chosen.any():
+            out[f"miou_{name}"] = float(iou[chosen].mean())
+            out[f"objects_{name}"] = float(chosen.sum())
+    return out
 
 
 def plot_curve(points: list[dict], history: list[dict], png: Path) -> None:
@@ -170,6 +213,9 @@ def plot_curve(points: list[dict], history: list[dict], png: Path) -> None:
 
 def run_learning(args, workdir: Path) -> dict:
     print(f"load before: {load_average():.2f}", flush=True)
+    held_out = list(iter_items(SyntheticSource.from_split("heldout", args.eval_images)))
+    ceiling = resolution_ceiling(args.preset, held_out)
+    print(f"resolution ceiling of preset {args.preset!r} on the held-out masks: {ceiling}")
     options = options_from(args, steps=10**6)
     result, wall, history = fit(args, workdir, options, args.workers, args.minutes * 60)
     train_s = sum(r["seconds"] for r in history)
@@ -238,6 +284,8 @@ def main() -> None:
     parser.add_argument("--drop-path", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-every-s", type=float, default=120.0)
+    parser.add_argument("--ceiling-only", action="store_true", help="print the ceiling, exit")
+    parser.add_argument("--grid", type=int, default=None, help="low-res grid for the ceiling")
     parser.add_argument("--throughput", action="store_true")
     parser.add_argument("--steps", type=int, default=20, help="steps per fit (--throughput)")
     parser.add_argument("--png", default=str(REPO / "docs" / "images" / "training_curve.png"))
@@ -247,6 +295,10 @@ def main() -> None:
     torch.set_num_threads(1)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sa-engine-train-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.ceiling_only:
+        held_out = list(iter_items(SyntheticSource.from_split("heldout", args.eval_images)))
+        print(json.dumps(resolution_ceiling(args.preset, held_out, args.grid), indent=2))
+        return
     out = run_throughput(args, workdir) if args.throughput else run_learning(args, workdir)
     out["args"] = vars(args)
     if args.json:

@@ -107,6 +107,9 @@ def test_perfect_oracle_scores_one_click_everywhere():
     assert metrics.box_miou == 1.0
     flat = metrics.as_dict()
     assert flat["miou_1click"] == 1.0 and flat["noc_90"] == 1.0 and flat["box_miou"] == 1.0
+    # every object is under 32² pixels: all in COCO's "small" bucket
+    assert metrics.objects_by_size == {"small": 6}
+    assert flat["miou_1click_small"] == 1.0 and "miou_1click_large" not in flat
     # per image: one box call (3 objects), one multimask first click for all 3 objects at
     # once; after that nothing is left to correct, so no more calls
     assert [c["n"] for c in oracle.calls] == [3, 3, 3, 3]
@@ -168,3 +171,23 @@ def test_items_without_references_are_an_error():
     item = ImageItem(key="x", image=np.zeros((4, 4, 3), np.uint8), file_name="x.png")
     with pytest.raises(ValueError, match="no usable references"):
         evaluate_interactive(OraclePredictor([item]), [item])
+
+
+def test_one_click_miou_by_coco_size_bucket():
+    image = np.zeros((120, 240, 3), dtype=np.uint8)
+    masks = np.zeros((3, 120, 240), dtype=bool)
+    masks[0, 2:7, 2:7] = True  # 25 px: small
+    masks[1, 10:50, 10:50] = True  # 1600 px: medium
+    masks[2, 10:110, 120:220] = True  # 10000 px: large
+    item = ImageItem("s", image, "s.png", references=[ReferenceMask(mask_to_rle(m)) for m in masks])
+
+    def half_if_big(gt, clicks):
+        return gt if gt.sum() < 32**2 else _half_then_full(gt, [])
+
+    metrics = evaluate_interactive(OraclePredictor([item], answer=half_if_big), [item])
+    assert metrics.objects_by_size == {"small": 1, "medium": 1, "large": 1}
+    assert metrics.miou_1click_by_size == {
+        "small": 1.0,
+        "medium": pytest.approx(0.5),
+        "large": pytest.approx(0.5),
+    }

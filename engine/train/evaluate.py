@@ -30,19 +30,25 @@ from engine.masks import rle_to_mask
 from engine.records import ImageItem
 
 CLICK_COUNTS = (1, 3, 5)
+# COCO's object-size buckets (area in pixels at the original image size)
+SIZE_BUCKETS = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, float("inf"))}
 NOC_THRESHOLDS = (0.85, 0.90)
 MAX_CLICKS = 20
 
 
 @dataclass
 class InteractiveMetrics:
-    """Means over all evaluated objects. ``miou_at[k]`` = mIoU after ``k`` clicks."""
+    """Means over all evaluated objects. ``miou_at[k]`` = mIoU after ``k`` clicks;
+    ``miou_1click_by_size`` / ``objects_by_size``: the same per COCO size bucket (small
+    < 32², medium < 96², large ≥ 96² pixels; buckets without objects are left out)."""
 
     miou_at: dict[int, float]
     noc: dict[float, float]
     box_miou: float
     objects: int
     images: int
+    miou_1click_by_size: dict[str, float] = field(default_factory=dict)
+    objects_by_size: dict[str, int] = field(default_factory=dict)
     per_object_ious: list[list[float]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, float]:
@@ -50,6 +56,8 @@ class InteractiveMetrics:
         out = {f"miou_{k}click": v for k, v in sorted(self.miou_at.items())}
         out.update({f"noc_{round(t * 100)}": v for t, v in sorted(self.noc.items())})
         out.update(box_miou=self.box_miou, objects=float(self.objects), images=float(self.images))
+        out.update({f"miou_1click_{name}": v for name, v in self.miou_1click_by_size.items()})
+        out.update({f"objects_{name}": float(n) for name, n in self.objects_by_size.items()})
         return out
 
 
@@ -189,6 +197,7 @@ def evaluate_interactive(
         raise ValueError(f"max_clicks={max_clicks} < the largest click count {click_counts}")
     all_ious: list[np.ndarray] = []
     box_ious: list[np.ndarray] = []
+    areas: list[np.ndarray] = []
     images = 0
     for item in items:
         gts = reference_masks(item)
@@ -201,10 +210,13 @@ def evaluate_interactive(
         )
         all_ious.append(ious)
         box_ious.append(boxes)
+        areas.append(gts.reshape(len(gts), -1).sum(axis=1))
         images += 1
     if not all_ious:
         raise ValueError("no reference mask to evaluate: the items hold no usable references")
     ious = np.concatenate(all_ious)
+    area = np.concatenate(areas)
+    buckets = {name: (area >= lo) & (area < hi) for name, (lo, hi) in SIZE_BUCKETS.items()}
     return InteractiveMetrics(
         miou_at={k: float(ious[:, k - 1].mean()) for k in click_counts},
         noc={
@@ -214,5 +226,7 @@ def evaluate_interactive(
         box_miou=float(np.concatenate(box_ious).mean()),
         objects=len(ious),
         images=images,
+        miou_1click_by_size={n: float(ious[b, 0].mean()) for n, b in buckets.items() if b.any()},
+        objects_by_size={n: int(b.sum()) for n, b in buckets.items() if b.any()},
         per_object_ious=ious.tolist(),
     )
