@@ -168,7 +168,7 @@ def resolution_ceiling(preset: str, items: list, grid: int | None = None) -> dic
     return out
 
 
-def plot_curve(points: list[dict], history: list[dict], png: Path) -> None:
+def plot_curve(points: list[dict], history: list[dict], png: Path, ceiling: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,11 +179,24 @@ def plot_curve(points: list[dict], history: list[dict], png: Path) -> None:
     left.plot(minutes, [p["miou_1click"] for p in points], "o-", label="mIoU, 1 click")
     left.plot(minutes, [p["miou_5click"] for p in points], "s-", label="mIoU, 5 clicks")
     left.plot(minutes, [p["box_miou"] for p in points], "^-", label="mIoU, box")
+    left.plot(
+        minutes,
+        [p.get("miou_1click_large", float("nan")) for p in points],
+        "v--",
+        label="mIoU, 1 click, large objects",
+    )
+    left.axhline(
+        ceiling["miou"],
+        color="black",
+        linestyle="-.",
+        linewidth=1,
+        label=f"resolution ceiling {ceiling['miou']:.2f}",
+    )
     left.axhline(0.75, color="grey", linestyle="--", linewidth=1, label="target 1-click 0.75")
     left.set_xlabel("training time (min)")
     left.set_ylabel("mIoU (held-out synthetic)")
     left.set_ylim(0, 1)
-    left.legend(loc="lower right")
+    left.legend(loc="upper left", fontsize=8)
     twin = left.twinx()
     twin.plot(minutes, [p["noc_90"] for p in points], "d:", color="tab:red", label="NoC@90")
     twin.axhline(6, color="tab:red", linestyle=":", linewidth=1)
@@ -228,7 +241,7 @@ def run_learning(args, workdir: Path) -> dict:
     )
     points = evaluate_snapshots(args, workdir, history)
     final = points[-1]
-    plot_curve(points, history, Path(args.png))
+    plot_curve(points, history, Path(args.png), ceiling)
     verdict = {
         "miou_1click": final["miou_1click"],
         "noc_90": final["noc_90"],

@@ -157,3 +157,11 @@ def test_sharding_by_image_index(dataset):
 def test_bad_options_raise(name, value):
     with pytest.raises(ValueError, match=name):
         options(**{name: value})
+
+
+def test_bf16_autocast_step_runs_and_keeps_float32_weights(dataset):
+    # the CUDA default ("auto" → bf16); on CPU it has to be asked for
+    model = micro_sam()
+    result = train(model, dataset, options(steps=1, autocast="bf16"))
+    assert torch.isfinite(torch.tensor(result.history[0].stats["loss"]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
