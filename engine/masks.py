@@ -45,6 +45,8 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 FRAME_CHUNK_BYTES = 1 << 27
 # The characters a compressed counts string may hold ('0' .. 'o').
 _ALPHABET = bytes(range(48, 112))
+# pycocotools stores run lengths as uint32: a larger mask cannot be coded faithfully.
+MAX_RLE_PIXELS = 2**32 - 1
 
 
 def _rle_dict(size: tuple[int, int], counts: bytes) -> dict:
@@ -118,6 +120,11 @@ def _coco_rle(rle: dict) -> dict:
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in size)
     ):
         raise RLEError(f"RLE 'size' must be [h, w] of non-negative ints, got {size!r}")
+    if size[0] * size[1] > MAX_RLE_PIXELS:
+        raise RLEError(
+            f"RLE 'size' {list(size)} holds more than {MAX_RLE_PIXELS} pixels "
+            "(pycocotools counts runs in 32 bits)"
+        )
     counts = rle["counts"]
     if isinstance(counts, str):
         try:

@@ -190,11 +190,12 @@ def _schema_errors(data: object) -> list[str]:
 
 
 def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # a JSON int beyond float range
+        return False
 
 
 def _is_box(value: object) -> bool:

@@ -77,7 +77,7 @@ class CocoSource:
             raise AnnotationError(f"{annotations}: {exc.reason}") from None
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError too
             raise AnnotationError(f"{annotations}: not valid JSON: {exc}") from None
         # images: (image_id, file_name, height, width, error); annotations by image id.
         self._images: list[tuple[int, str, int, int, str | None]] = []

@@ -99,10 +99,12 @@ class WebDatasetSource:
             raw = fsutil.read_range(fs, path, offset, size)
             try:
                 record = ImageRecord.from_json(json.loads(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise DecodeError(f"JSON member does not parse: {exc}") from None
             except SA1BFormatError as exc:
                 raise DecodeError(f"JSON member is not an SA-1B record: {exc}") from None
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int too long
+                raise DecodeError(f"JSON member does not parse: {exc}") from None
+            except RecursionError:
+                raise DecodeError("JSON member does not parse: nested too deeply") from None
             file_name, image_id = record.file_name, record.image_id
             refs = [
                 ReferenceMask(rle=dict(ann.segmentation), level=None, object_id=ann.id)

@@ -192,6 +192,8 @@ def parse_record(data: bytes) -> ImageRecord:
         return ImageRecord.from_json(json.loads(data))
     except (ValueError, SA1BFormatError) as exc:  # JSONDecodeError and UnicodeError too
         raise DatasetReadError(f"json: {exc}") from exc
+    except RecursionError:  # nesting deeper than the parser's stack
+        raise DatasetReadError("json: nested too deeply to parse") from None
 
 
 def decode_sample(
