@@ -34,6 +34,8 @@ class DataConfig:
     JSON. Synthetic scenes: ``split`` (public | train | heldout), ``offset`` seeds into the
     split, ``count`` scenes of ``height×width``. ``limit``: at most this many images of any
     kind (null = all). ``max_short_side``: decoded images are shrunk to it (null = as is).
+    ``on_error`` (coco): a bad annotation fails the run before any work (``raise``) or
+    quarantines its image (``skip``).
     """
 
     kind: str = "synthetic"
@@ -46,6 +48,7 @@ class DataConfig:
     width: int = 512
     limit: int | None = None
     max_short_side: int | None = 1500
+    on_error: str = "raise"
 
     def source_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the source class for ``kind``; ValueError if incomplete."""
@@ -69,7 +72,12 @@ class DataConfig:
         if self.kind == "coco":
             if not self.annotations:
                 raise ValueError("data.annotations (a COCO JSON file) is required for coco")
-            return {"images_dir": self.path, "annotations": self.annotations, **common}
+            return {
+                "images_dir": self.path,
+                "annotations": self.annotations,
+                "on_error": self.on_error,
+                **common,
+            }
         return {"shards": self.path, **common}
 
     def open(self) -> ImageSource:
@@ -110,13 +118,16 @@ class TrainConfig:
 class ClusterConfig:
     """Where Ray runs: ``address`` empty = start a local loopback-only cluster with
     ``num_cpus`` (null = all); ``workers``: pipeline actors; ``gpus_per_worker``: 0 or 1;
-    ``cpus_per_worker``: CPU threads/reservation per worker."""
+    ``cpus_per_worker``: CPU threads/reservation per worker. ``max_restarts``: restarts of a
+    crashed pipeline actor; ``max_task_retries``: retries of the calls it had (-1: no limit)."""
 
     address: str = ""
     num_cpus: int | None = None
     workers: int = 2
     cpus_per_worker: int = 1
     gpus_per_worker: int = 0
+    max_restarts: int = 3
+    max_task_retries: int = 3
 
 
 @dataclass

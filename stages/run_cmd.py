@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -78,11 +79,23 @@ def run_with_cluster(settings: PipelineSettings, cfg: RunConfig, cluster: dict) 
                 cpus_per_worker=cfg.cluster.cpus_per_worker,
                 gpus_per_worker=cfg.cluster.gpus_per_worker,
                 torch_threads=cfg.cluster.cpus_per_worker,
+                max_restarts=cfg.cluster.max_restarts,
+                max_task_retries=cfg.cluster.max_task_retries,
             )
         else:
             pool = LocalImagePool(settings.source, ModelSpec(settings.preset))
-        result = Pipeline(settings, pool).run()
-        pool.close()
+        try:
+            result = Pipeline(settings, pool).run()
+        except OSError as exc:  # a full or read-only disk: the message names the file
+            print(f"sa-engine run: stopped by an I/O error: {exc}", file=sys.stderr)
+            print(
+                f"sa-engine run: {settings.run_dir} is resumable: fix the cause and re-run "
+                "the same command",
+                file=sys.stderr,
+            )
+            return 1
+        finally:
+            pool.close()
     finally:
         if started_ray:
             import ray
@@ -193,6 +206,11 @@ def build_settings(
     tracker = _tracker(cfg)
     if cfg.cluster.workers < 0 or cfg.cluster.cpus_per_worker < 1:
         raise RunConfigError("cluster.workers must be >= 0 and cluster.cpus_per_worker >= 1")
+    if cfg.cluster.max_restarts < -1 or cfg.cluster.max_task_retries < -1:
+        raise RunConfigError(
+            "cluster.max_restarts and cluster.max_task_retries must be >= 0 (-1: unlimited), "
+            f"got {cfg.cluster.max_restarts} and {cfg.cluster.max_task_retries}"
+        )
     if cfg.output.maxcount < 1 or not 1 <= cfg.output.jpeg_quality <= 100:
         raise RunConfigError("output.maxcount must be >= 1 and output.jpeg_quality in 1..100")
     settings = PipelineSettings(
@@ -287,6 +305,8 @@ def _check_checkpoint(preset: str, checkpoint: str) -> None:
     try:
         build_sam(preset, checkpoint)
     except Exception as exc:  # shape/key mismatch names the preset that would fit
+        if isinstance(exc.__cause__, pickle.UnpicklingError):  # not weights: refused unread
+            raise RunConfigError(f"model.checkpoint: {exc}") from exc
         raise RunConfigError(
             f"model.checkpoint {checkpoint} does not fit model.preset={preset}: {exc}"
         ) from exc

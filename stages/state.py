@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine.dataset import atomic
+
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 
@@ -87,13 +89,13 @@ def save_state(run_dir: str | Path, state: RunState) -> None:
     """Write ``state.json`` atomically."""
     path = Path(run_dir) / STATE_FILE
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(asdict(state), handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        with open(tmp, "w") as handle:
+            json.dump(asdict(state), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        atomic.fsync_dir(path.parent)
+    except OSError as exc:  # a full disk fails in write() with no file name: add it
+        atomic.remove_quietly(tmp)
+        raise atomic.DatasetWriteError(f"cannot write {path}: {exc}") from exc

@@ -11,11 +11,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 
 import ray
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast when nothing accepts TCP connections at a ``host:port`` / ``ray://host:port``.
+
+    ``ray.init(address=...)`` retries an unreachable GCS for many minutes; this probe turns that
+    into a ``ConnectionError`` naming the address within ``timeout_s``. Addresses without a
+    port (``"auto"``) are left to Ray.
+    """
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Ray cluster reachable at {address!r} (cluster.address): {exc}"
+        ) from None
 
 
 def start_cluster(
@@ -32,6 +54,7 @@ def start_cluster(
     if ray.is_initialized():
         return False
     if address:
+        check_reachable(address)
         ray.init(address=address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
         return False
     if num_cpus is not None and num_cpus < 1:

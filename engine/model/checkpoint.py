@@ -8,8 +8,10 @@ build any other object is refused without running its code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,10 +33,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
         raise ValueError(
             f"{path}: refused to load — the file is not a plain tensor checkpoint "
-            f"(weights_only load failed: {first_line})"
+            f"(weights_only load failed: {_unpickling_detail(err)})"
         ) from err
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
@@ -91,15 +92,33 @@ def check_state_dict(
 def save_checkpoint(
     model_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | Path
 ) -> Path:
-    """Write a bare state dict (the official format) atomically; returns the path."""
+    """Write a bare state dict (the official format) atomically; returns the path.
+
+    A failed write (full or read-only disk) raises ``OSError`` naming ``path`` and leaves
+    neither the file nor its temporary copy behind.
+    """
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports ENOSPC as RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(f"cannot write checkpoint {path}: {exc}") from exc
     return path
+
+
+def _unpickling_detail(err: Exception) -> str:
+    """The line of torch's weights-only error that names the refused global (no ANSI codes)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return repr(err)
+    return next((line for line in lines if "WeightsUnpickler error" in line), lines[0])
 
 
 def _listing(items: list[str]) -> str:
