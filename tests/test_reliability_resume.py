@@ -33,12 +33,18 @@ TRAIN_STEPS = 4  # MINI's train.steps
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, list[tuple]]:
-    """The dataset of an uninterrupted run (the same seed as every run below)."""
+def reference_run(tmp_path_factory) -> Path:
+    """The run directory of an uninterrupted run (the same seed as every run below)."""
     root = tmp_path_factory.mktemp("reference")
     result = sa_engine(*run_args(root, "ref"))
     assert result.returncode == 0, output(result)
-    contents = dataset_contents(root / "ref")
+    return root / "ref"
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run) -> dict[str, list[tuple]]:
+    """The uninterrupted run's dataset: key → its masks."""
+    contents = dataset_contents(reference_run)
     assert len(contents) == 3 and any(contents.values())
     return contents
 
@@ -52,7 +58,9 @@ def _resume_and_compare(args: list[str], run_dir: Path, reference: dict) -> None
     assert_final_tars_complete(run_dir / "shards")
 
 
-def test_killed_during_retraining_resumes_from_the_training_checkpoint(reference, tmp_path):
+def test_killed_during_retraining_resumes_from_the_training_checkpoint(
+    reference_run, reference, tmp_path
+):
     args = run_args(tmp_path, "killed")
     run_dir = tmp_path / "killed"
     checkpoints = run_dir / "checkpoints"
@@ -71,6 +79,10 @@ def test_killed_during_retraining_resumes_from_the_training_checkpoint(reference
     assert state["rounds"][0]["annotated"] and state["rounds"][0]["checkpoint"] is None
     # the same model as an uninterrupted retraining, hence the same stage-3 masks
     _resume_and_compare(args, run_dir, reference)
+    resumed = torch.load(checkpoints / "stage1-r00.pt", weights_only=True)
+    uninterrupted = torch.load(reference_run / "checkpoints" / "stage1-r00.pt", weights_only=True)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
 def test_killed_while_a_shard_is_written_leaves_only_complete_shards(reference, tmp_path):
