@@ -5,7 +5,9 @@ Each child builds the same model (same seed, so the same random weights, planted
 tests), runs one generator on ``cars.jpg`` (2250×1500) and reports its peak resident set size
 (``ru_maxrss``) and the RSS after building the model; the parent prints both and the ratio.
 The official generator gets the same parameters as ``AutomaticMaskGenerator.from_preset
-("sa1b")`` minus our ``max_mask_fraction`` (it has none).
+("sa1b")`` minus our ``max_mask_fraction`` (it has none). ``pred_iou_thresh`` is 0 for both:
+random weights predict IoUs near 0, and the official generator crashes when no crop keeps a
+mask (``box_area`` of an empty 1-D tensor).
 
     .venv/bin/python benchmarks/amg_memory.py                  # tiny geometry
     .venv/bin/python benchmarks/amg_memory.py --geometry vit_b # vit_b numbers, 2 encoder blocks
@@ -52,9 +54,10 @@ def child(which: str, geometry: str) -> None:
 
         model = official_from_ours(model)
         params = {k: v for k, v in PRESETS["sa1b"].items() if k != "max_mask_fraction"}
+        params["pred_iou_thresh"] = 0.0
         generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **params)
     else:
-        generator = AutomaticMaskGenerator.from_preset("sa1b", model)
+        generator = AutomaticMaskGenerator.from_preset("sa1b", model, pred_iou_thresh=0.0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     anns = generator.generate(image)
@@ -75,11 +78,13 @@ def main() -> None:
     for which in ("ours", "official"):
         out = subprocess.run(
             [sys.executable, __file__, "--child", which, "--geometry", args.geometry],
-            check=True,
             capture_output=True,
             text=True,
         )
+        if out.returncode:
+            sys.exit(f"{which} failed:\n{out.stderr}")
         results[which] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(which, results[which], flush=True)
     print(f"sa1b preset, {args.geometry} geometry, cars.jpg 2250×1500 (peak RSS, MiB)")
     print("| generator | peak RSS | RSS before generate | masks | seconds |")
     print("|---|---|---|---|---|")
