@@ -83,7 +83,7 @@ def fit(args, workdir: Path, options: TrainOptions, workers: int, time_limit_s: 
     with local_cluster(num_cpus=max(workers, 1)):
         result = fit_distributed(
             partial(build_sam, args.preset, None, drop_path_rate=args.drop_path),
-            partial(TrainDataset.from_source, source, img_size, None),
+            partial(TrainDataset.from_source, source, img_size, None, min_area=args.min_mask_area),
             options,
             workdir / f"train-{workers}.pt",
             num_workers=workers,
@@ -287,6 +287,9 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=10)
     parser.add_argument("--max-objects-per-image", type=int, default=None)
     parser.add_argument("--masks-per-image", type=int, default=4)
+    parser.add_argument(
+        "--min-mask-area", type=int, default=1, help="train on masks of ≥ this many input px"
+    )
     parser.add_argument("--images-per-step", type=int, default=1)
     parser.add_argument("--num-iterations", type=int, default=11)
     parser.add_argument("--lr", type=float, default=2e-3)

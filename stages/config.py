@@ -91,6 +91,9 @@ class TrainConfig:
 
     ``workers``: Ray Train workers (0 = train in this process, without Ray).
     ``time_limit_s``: stop early after this many seconds of training steps (null = off).
+    ``min_mask_area``: train only on masks of at least this many pixels in the model's input
+    frame (1 = all; a small model from scratch learns faster without masks far below its
+    low-res grid's resolution).
     """
 
     steps: int = 200
@@ -112,6 +115,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     workers: int = 2
     time_limit_s: float | None = None
+    min_mask_area: int = 1
 
 
 @dataclass

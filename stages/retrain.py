@@ -33,9 +33,11 @@ def seeded_model(preset: str, checkpoint: str | None, seed: int, drop_path: floa
 
 
 def _load_dataset(
-    source: ImageSource, img_size: int, limit: int | None, rank: int, world_size: int
+    source: ImageSource, img_size: int, min_area: int, rank: int, world_size: int
 ) -> TrainDataset:
-    return TrainDataset.from_source(source, img_size, limit, rank=rank, world_size=world_size)
+    return TrainDataset.from_source(
+        source, img_size, rank=rank, world_size=world_size, min_area=min_area
+    )
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Retrainer:
     workers: int = 0
     cpus_per_worker: int = 1
     use_gpu: bool = False
+    min_mask_area: int = 1
 
     def train(
         self,
@@ -70,7 +73,9 @@ class Retrainer:
         started = time.perf_counter()
         if self.workers == 0:
             model = build()
-            dataset = TrainDataset.from_source(source, int(model.image_encoder.img_size))
+            dataset = TrainDataset.from_source(
+                source, int(model.image_encoder.img_size), min_area=self.min_mask_area
+            )
             if len(dataset) == 0:
                 raise ValueError(f"no training image with masks in {source.name}")
             result = train(model, dataset, options, checkpoint_path=state_path, resume=True)
@@ -84,7 +89,7 @@ class Retrainer:
             img_size = int(build().image_encoder.img_size)
             result = fit_distributed(
                 build,
-                partial(_load_dataset, source, img_size, None),
+                partial(_load_dataset, source, img_size, self.min_mask_area),
                 options,
                 state_path,
                 resume=True,

@@ -175,6 +175,7 @@ def build_settings(
         workers=train.workers,
         cpus_per_worker=cfg.cluster.cpus_per_worker,
         use_gpu=cfg.cluster.gpus_per_worker > 0,
+        min_mask_area=train.min_mask_area,
     )
     initial = None
     if cfg.initial.enabled and checkpoint is None:

@@ -92,6 +92,7 @@ def main(argv: list[str]) -> int:
             start_checkpoint=job.model.checkpoint or None,
             source=source,
             data_limit=job.data.limit,
+            min_mask_area=t.min_mask_area,
             options=TrainOptions(
                 steps=t.steps,
                 lr=t.lr,
@@ -153,6 +154,7 @@ def run_train_job(
     start_checkpoint: str | None,
     source: ImageSource,
     data_limit: int | None,
+    min_mask_area: int = 1,
     options: TrainOptions,
     drop_path: float,
     workers: int,
@@ -199,6 +201,7 @@ def run_train_job(
             build_model=build_model,
             source=source,
             data_limit=data_limit,
+            min_mask_area=min_mask_area,
             options=options,
             checkpoint=checkpoint,
             resume=done_step > 0,
@@ -245,6 +248,7 @@ def _train(
     build_model: Callable[[], Any],
     source: ImageSource,
     data_limit: int | None,
+    min_mask_area: int = 1,
     options: TrainOptions,
     checkpoint: Path,
     resume: bool,
@@ -269,7 +273,7 @@ def _train(
             torch.set_num_threads(num_cpus)
         model = build_model()
         img_size = int(model.image_encoder.img_size)
-        dataset = TrainDataset.from_source(source, img_size, data_limit)
+        dataset = TrainDataset.from_source(source, img_size, data_limit, min_area=min_mask_area)
 
         def on_step(record) -> None:
             step_log(record)
@@ -297,7 +301,7 @@ def _train(
     with local_cluster(cluster_address, num_cpus=num_cpus):
         result = fit_distributed(
             build_model,
-            partial(TrainDataset.from_source, source, img_size, data_limit),
+            partial(TrainDataset.from_source, source, img_size, data_limit, min_area=min_mask_area),
             options,
             checkpoint,
             resume=resume,

@@ -4,7 +4,8 @@
 into a ``TrainSample``: the image resized so its longest side is ``img_size`` (``h×w×3``
 uint8, not padded) and its reference masks resized to ``h×w`` and stored as COCO RLE (masks
 covering more than ``max_area_fraction`` of the image, 90% in the paper, and masks that vanish
-at the new size are dropped). ``TrainDataset`` is a list of them; ``collate`` builds a step's
+at the new size — or, with ``min_area``, cover fewer input-frame pixels than that — are
+dropped). ``TrainDataset`` is a list of them; ``collate`` builds a step's
 batch (padded ``B×3×S×S`` float images and ``M×S×S`` bool masks per image, at most
 ``max_masks`` per image, drawn at random).
 """
@@ -69,9 +70,14 @@ def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def prepare_item(
-    item: ImageItem, img_size: int, max_area_fraction: float = MAX_AREA_FRACTION
+    item: ImageItem,
+    img_size: int,
+    max_area_fraction: float = MAX_AREA_FRACTION,
+    min_area: int = 1,
 ) -> TrainSample:
-    """Resize one item into the input frame; drop too-large and vanishing masks."""
+    """Resize one item into the input frame; drop too-large masks and masks left with fewer
+    than ``min_area`` pixels at the new size (a small model learns little from masks below
+    its low-res grid's resolution; 1 keeps every mask that does not vanish)."""
     image_area = item.height * item.width
     kept = [
         ref.rle
@@ -82,7 +88,7 @@ def prepare_item(
     h, w = image.shape[:2]
     if kept:
         masks = resize_masks(np.stack([rle_to_mask(r) for r in kept]), h, w)
-        masks = masks[masks.reshape(len(masks), -1).any(axis=1)]
+        masks = masks[masks.reshape(len(masks), -1).sum(axis=1) >= max(min_area, 1)]
     else:
         masks = np.zeros((0, h, w), dtype=bool)
     return TrainSample(key=item.key, image=image, masks=masks_to_rles(masks))
@@ -106,9 +112,10 @@ class TrainDataset:
         items: Iterable[ImageItem],
         img_size: int,
         max_area_fraction: float = MAX_AREA_FRACTION,
+        min_area: int = 1,
     ) -> TrainDataset:
         """Prepare every item; images left with no usable mask are skipped."""
-        samples = [prepare_item(item, img_size, max_area_fraction) for item in items]
+        samples = [prepare_item(item, img_size, max_area_fraction, min_area) for item in items]
         return cls([s for s in samples if s.masks])
 
     @classmethod
@@ -120,6 +127,7 @@ class TrainDataset:
         rank: int = 0,
         world_size: int = 1,
         max_area_fraction: float = MAX_AREA_FRACTION,
+        min_area: int = 1,
     ) -> TrainDataset:
         """Load the first ``limit`` entries of a source (``engine.data``), or only this rank's
         share of them (entries ``rank, rank + world_size, …``) — nothing else is decoded.
@@ -136,7 +144,7 @@ class TrainDataset:
             except DecodeError as exc:
                 logger.warning("skipping %s: %s", entry.key, exc.reason)
                 continue
-            sample = prepare_item(item, img_size, max_area_fraction)
+            sample = prepare_item(item, img_size, max_area_fraction, min_area)
             if sample.masks:
                 samples.append(sample)
         return cls(samples, sharded_for=(rank, world_size) if world_size > 1 else None)
