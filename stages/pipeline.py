@@ -57,6 +57,7 @@ class InitialModel:
 
     source: ImageSource
     steps: int
+    num_iterations: int | None = None
     cache_dir: Path | None = None
     cache_key: str = ""
 
@@ -207,6 +208,7 @@ class Pipeline:
                     "initial",
                     steps=s.initial.steps,
                     seed=s.seed,
+                    num_iterations=s.initial.num_iterations,
                 )
                 self._store_initial(target)
             state.initial_checkpoint = _relative(target, self.run_dir)
@@ -363,9 +365,11 @@ class Pipeline:
         return str(path if path.is_absolute() else self.run_dir / path)
 
     def _say(self, message: str) -> None:
-        logger.info(message)
+        """Print progress messages; log them instead when progress output is off."""
         if self.s.show_progress:
             print(message, flush=True)
+        else:
+            logger.info(message)
 
     def _progress(self, prefix: str, count: int, total: int) -> None:
         if not self.s.show_progress:

@@ -63,9 +63,17 @@ class Retrainer:
         name: str,
         steps: int | None = None,
         seed: int = 0,
+        num_iterations: int | None = None,
     ) -> dict:
-        """Train into ``out_dir/<name>.pt``; returns a summary (steps, seconds, images/s, loss)."""
-        options = replace(self.options, seed=seed, steps=steps or self.options.steps)
+        """Train into ``out_dir/<name>.pt``; returns a summary (steps, seconds, images/s, loss).
+
+        ``steps`` and ``num_iterations`` override the options' when given."""
+        options = replace(
+            self.options,
+            seed=seed,
+            steps=steps or self.options.steps,
+            num_iterations=num_iterations or self.options.num_iterations,
+        )
         state_path = out_dir / f"{name}-train.pt"
         model_path = out_dir / f"{name}.pt"
         out_dir.mkdir(parents=True, exist_ok=True)

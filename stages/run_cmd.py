@@ -181,16 +181,22 @@ def build_settings(
     if cfg.initial.enabled and checkpoint is None:
         if cfg.initial.steps < 1:
             raise RunConfigError(f"initial.steps must be >= 1, got {cfg.initial.steps}")
+        if cfg.initial.num_iterations is not None and cfg.initial.num_iterations < 1:
+            raise RunConfigError(
+                f"initial.num_iterations must be >= 1, got {cfg.initial.num_iterations}"
+            )
         spec = {
             "preset": cfg.model.preset,
             "data": asdict(cfg.initial.data),
             "steps": cfg.initial.steps,
+            "num_iterations": cfg.initial.num_iterations,
             "seed": cfg.seed,
             "train": asdict(train),
         }
         initial = InitialModel(
             source=_open(cfg.initial.data, "initial.data"),
             steps=cfg.initial.steps,
+            num_iterations=cfg.initial.num_iterations,
             cache_dir=Path(cfg.runs_root) / "cache" if cfg.initial.cache else None,
             cache_key=_digest(spec)[:16],
         )

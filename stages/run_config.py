@@ -99,10 +99,13 @@ class InitialConfig:
 
     Skipped when ``model.checkpoint`` is set. ``cache``: reuse an identical earlier
     pre-training from ``<runs_root>/cache`` (same preset, data, steps and seed).
+    ``num_iterations``: prompt iterations per mask for this pre-training (null: ``train``'s);
+    1 (first prompt only) gives the most steps per second to a model learning from scratch.
     """
 
     enabled: bool = True
     steps: int = 300
+    num_iterations: int | None = None
     data: DataConfig = field(
         default_factory=lambda: DataConfig(kind="synthetic", split="public", count=64)
     )
