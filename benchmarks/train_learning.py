@@ -283,17 +283,17 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--train-images", type=int, default=400)
+    parser.add_argument("--train-images", type=int, default=200)
     parser.add_argument("--eval-images", type=int, default=10)
     parser.add_argument("--max-objects-per-image", type=int, default=None)
-    parser.add_argument("--masks-per-image", type=int, default=4)
+    parser.add_argument("--masks-per-image", type=int, default=16)
     parser.add_argument(
-        "--min-mask-area", type=int, default=1, help="train on masks of ≥ this many input px"
+        "--min-mask-area", type=int, default=256, help="train on masks of ≥ this many input px"
     )
     parser.add_argument("--images-per-step", type=int, default=1)
-    parser.add_argument("--num-iterations", type=int, default=11)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--num-iterations", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--warmup-steps", type=int, default=10)
     parser.add_argument("--decay-steps", type=int, nargs="*", default=[])
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--layer-decay", type=float, default=1.0)
