@@ -13,6 +13,7 @@
    figure is the baseline; the ratio is printed).
 
     .venv/bin/python benchmarks/pipeline.py [--heldout 6] [--json out.json] [OVERRIDE ...]
+    .venv/bin/python benchmarks/pipeline.py --keep DIR --reuse   # re-measure a kept run
 """
 
 from __future__ import annotations
@@ -59,6 +60,18 @@ class ForwardTimer:
             module.register_forward_pre_hook(self._pre)
             module.register_forward_hook(self._post)
 
+    def wrap(self, function):
+        """``function``, with its time added to the total."""
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        return timed
+
     def _pre(self, *_):
         self._start.append(time.perf_counter())
 
@@ -67,6 +80,7 @@ class ForwardTimer:
 
 
 def stage3_on_heldout(run_dir: Path, task, items: list, preset: str) -> dict:
+    from engine import amg
     from engine.audit.match import match_masks
     from engine.model import SamPredictor, build_sam
     from engine.records import LEVEL_WHOLE
@@ -74,7 +88,9 @@ def stage3_on_heldout(run_dir: Path, task, items: list, preset: str) -> dict:
     state = json.loads((run_dir / "state.json").read_text())
     checkpoint = [r["checkpoint"] for r in state["rounds"] if r["checkpoint"]][-1]
     model = build_sam(preset, run_dir / checkpoint)
-    timer = ForwardTimer([model.image_encoder, model.mask_decoder])
+    timer = ForwardTimer([model.image_encoder])
+    # AMG decodes through engine.amg_decode (the decoder's submodules, not its forward)
+    amg.decode_points = timer.wrap(amg.decode_points)
     predictor = SamPredictor(model)
     found = {"all": [], "whole": []}
     masks = 0
@@ -137,18 +153,27 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=6, help="held-out scenes for stage 3")
     parser.add_argument("--json", default="")
     parser.add_argument("--keep", default="", help="runs root to keep (default: temporary)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the finished run under --keep, no new run"
+    )
     args, overrides = parser.parse_known_args()
 
     from stages.hydra_app import compose_config, to_dataclass
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="sa-engine-bench-"))
     print(f"load average before: {os.getloadavg()[0]:.1f}")
-    wall, run_dir = run_engine(root, overrides)
+    if args.reuse:
+        if not args.keep:
+            parser.error("--reuse needs --keep DIR (a runs root with a finished run)")
+        wall, run_dir = None, root / "bench"
+    else:
+        wall, run_dir = run_engine(root, overrides)
     state = json.loads((run_dir / "state.json").read_text())
     rounds = {r["prefix"]: r["summary"] for r in state["rounds"]}
     stage1 = [rounds[k].get("clicks_per_mask") for k in rounds if k.startswith("stage1-")]
     stage2 = [rounds[k].get("masks_per_image") for k in rounds if k.startswith("stage2-")]
-    print(f"sa-engine run: {wall / 60:.1f} min wall (target ≤ 10 min)")
+    if wall is not None:
+        print(f"sa-engine run: {wall / 60:.1f} min wall (target ≤ 10 min)")
     print(f"clicks/mask by stage-1 round: {[round(v, 2) for v in stage1]}")
     print(f"masks/image by stage-2 round: {[round(v, 1) for v in stage2]}")
 

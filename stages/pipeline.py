@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.data.concat import ConcatSource
 from engine.data.sources import ImageSource, SourceEntry
 from engine.data.webdataset_source import WebDatasetSource
 from engine.dataset.quarantine import QuarantineLog, read_quarantine
@@ -80,6 +81,8 @@ class PipelineSettings:
     start_checkpoint: str | None = None
     initial: InitialModel | None = None
     evaluator: Evaluator | None = None
+    rehearsal: ImageSource | None = None  # its first rehearsal_images go into every retraining
+    rehearsal_images: int = 0
     maxcount: int = 1000
     maxsize: float = 3e9
     jpeg_quality: int = 90
@@ -254,9 +257,14 @@ class Pipeline:
         if plan.retrain and rs.checkpoint is None:
             self.pool.close()  # give the workers' CPUs (and memory) to training
             self._say(f"[{plan.prefix}] retraining ({s.retrain_steps} steps)")
-            train_source = WebDatasetSource(
+            train_source: ImageSource = WebDatasetSource(
                 [str(p) for p in self._training_shards(plan)], max_short_side=None
             )
+            if s.rehearsal is not None and s.rehearsal_images > 0:
+                train_source = ConcatSource(
+                    [(train_source, None), (s.rehearsal, s.rehearsal_images)]
+                )
+            offered = sum(1 for _ in train_source.entries())
             summary = s.retrainer.train(
                 train_source,
                 checkpoint,
@@ -265,6 +273,7 @@ class Pipeline:
                 steps=s.retrain_steps,
                 seed=s.seed + 1 + number,
             )
+            summary["train_source_images"] = offered
             target = self.checkpoints_dir / f"{plan.prefix}.pt"
             if s.evaluator is not None:
                 summary.update(s.evaluator(s.preset, str(target)))

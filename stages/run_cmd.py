@@ -200,6 +200,13 @@ def build_settings(
             cache_dir=Path(cfg.runs_root) / "cache" if cfg.initial.cache else None,
             cache_key=_digest(spec)[:16],
         )
+    if cfg.initial.rehearsal_images < 0:
+        raise RunConfigError(
+            f"initial.rehearsal_images must be >= 0, got {cfg.initial.rehearsal_images}"
+        )
+    rehearsal = None
+    if cfg.initial.rehearsal_images > 0:
+        rehearsal = _open(cfg.initial.data, "initial.data")
     evaluator = None
     if cfg.eval.enabled:
         if cfg.eval.images < 1 or cfg.eval.max_clicks < 5:
@@ -235,6 +242,8 @@ def build_settings(
         start_checkpoint=checkpoint,
         initial=initial,
         evaluator=evaluator,
+        rehearsal=rehearsal,
+        rehearsal_images=cfg.initial.rehearsal_images,
         maxcount=cfg.output.maxcount,
         maxsize=cfg.output.maxsize,
         jpeg_quality=cfg.output.jpeg_quality,

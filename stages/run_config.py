@@ -101,11 +101,15 @@ class InitialConfig:
     pre-training from ``<runs_root>/cache`` (same preset, data, steps and seed).
     ``num_iterations``: prompt iterations per mask for this pre-training (null: ``train``'s);
     1 (first prompt only) gives the most steps per second to a model learning from scratch.
+    ``rehearsal_images``: the first N images of ``data`` are mixed into every retraining
+    between rounds (rehearsal), so a round with few masks does not make the model forget what
+    it knew; 0 retrains on the rounds' masks only. Used also when the initial model is skipped.
     """
 
     enabled: bool = True
     steps: int = 300
     num_iterations: int | None = None
+    rehearsal_images: int = 0
     data: DataConfig = field(
         default_factory=lambda: DataConfig(kind="synthetic", split="public", count=64)
     )

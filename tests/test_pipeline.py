@@ -47,6 +47,7 @@ SMALL = [
     "initial.steps=2",
     "initial.cache=false",
     "initial.data.count=2",
+    "initial.rehearsal_images=2",
     "initial.data.height=96",
     "initial.data.width=128",
     "eval.images=1",
@@ -125,6 +126,15 @@ def test_local_run_writes_a_valid_dataset(local_run):
     assert (run_dir / "audit" / "audit.html").is_file()
     for name in ("initial.pt", "stage1-r00.pt", "stage1-r01.pt", "stage2-r00.pt"):
         assert (run_dir / "checkpoints" / name).is_file()
+
+
+def test_retraining_takes_every_annotated_round_so_far_plus_rehearsal(local_run):
+    _, run_dir, _ = local_run
+    state = json.loads((run_dir / "state.json").read_text())
+    retrained = [r for r in state["rounds"] if r["checkpoint"]]
+    offered = [r["summary"]["train_source_images"] for r in retrained]
+    # one image per stage-1/2 round, cumulative, plus the 2 rehearsal images of initial.data
+    assert offered == [1 + 2, 2 + 2, 3 + 2]
 
 
 def test_local_run_is_tracked_in_mlflow(local_run):

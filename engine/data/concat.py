@@ -1,0 +1,45 @@
+"""Several image sources read as one, each optionally cut to its first N entries.
+
+Keys are prefixed with the part's position (``p0-<key>``, ``p1-<key>`` …) so they stay
+unique across parts; ``index`` stays the entry's index in its own part (sources such as COCO
+look images up by it); ``load`` hands each entry back to its own source under its own key.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+from engine.data.sources import ImageSource, SourceEntry
+from engine.records import ImageItem
+
+
+@dataclass(frozen=True)
+class ConcatSource:
+    """``parts``: ``(source, limit)`` pairs, read in order; ``limit=None`` takes all entries."""
+
+    parts: Sequence[tuple[ImageSource, int | None]]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError("ConcatSource needs at least one part")
+        for _, limit in self.parts:
+            if limit is not None and limit < 0:
+                raise ValueError(f"a part's limit must be >= 0 or None, got {limit}")
+
+    @property
+    def name(self) -> str:
+        return " + ".join(source.name for source, _ in self.parts)
+
+    def entries(self) -> Iterator[SourceEntry]:
+        for position, (source, limit) in enumerate(self.parts):
+            for entry in itertools.islice(source.entries(), limit):
+                yield replace(entry, key=f"p{position}-{entry.key}")
+
+    def load(self, entry: SourceEntry) -> ImageItem:
+        prefix, _, key = entry.key.partition("-")
+        position = int(prefix[1:])
+        source, _ = self.parts[position]
+        item = source.load(replace(entry, key=key))
+        return replace(item, key=entry.key)
