@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.data.concat import FirstEntries
 from engine.data.sources import SOURCE_KINDS, ImageSource, open_source
 
 MODEL_PRESETS = ("tiny", "vit_b", "vit_l", "vit_h")
@@ -81,8 +82,11 @@ class DataConfig:
         return {"shards": self.path, **common}
 
     def open(self) -> ImageSource:
-        """The configured source."""
-        return open_source(self.kind, **self.source_kwargs())
+        """The configured source (its first ``limit`` entries when ``limit`` is set)."""
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or null, got {self.limit}")
+        source = open_source(self.kind, **self.source_kwargs())
+        return source if self.limit is None else FirstEntries(source, self.limit)
 
 
 @dataclass

@@ -177,7 +177,9 @@ def test_rerun_of_a_finished_run_changes_nothing(local_run):
 
 def test_two_ray_workers_give_the_same_dataset(local_run, tmp_path):
     root, run_dir, _ = local_run
-    result = sa_engine(*_args(tmp_path, "ray", "cluster.workers=2", "cluster.num_cpus=2"))
+    # a 9-image source cut to the same 6 by data.limit (stage 3 would take 6 otherwise)
+    more = ("data.count=9", "data.limit=6")
+    result = sa_engine(*_args(tmp_path, "ray", "cluster.workers=2", "cluster.num_cpus=2", *more))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert dataset_contents(tmp_path / "ray") == dataset_contents(run_dir)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.data.coco import CocoSource
-from engine.data.concat import ConcatSource
+from engine.data.concat import ConcatSource, FirstEntries
 from engine.data.sources import iter_items
 from engine.data.synthetic import SyntheticSource
 
@@ -51,3 +51,19 @@ def test_bad_parts_are_refused():
         ConcatSource([])
     with pytest.raises(ValueError, match="limit"):
         ConcatSource([(SyntheticSource.from_split("public", 1), -1)])
+
+
+def test_first_entries_keeps_keys_and_loads_through():
+    source = SyntheticSource.from_split("public", 4, height=32, width=32)
+    first = FirstEntries(source, 2)
+    assert [e.key for e in first.entries()] == [e.key for e in list(source.entries())[:2]]
+    assert [i.key for i in iter_items(first)] == [i.key for i in iter_items(source, limit=2)]
+
+
+def test_data_config_limit_cuts_every_kind_of_source():
+    from stages.config import DataConfig
+
+    source = DataConfig(kind="synthetic", split="public", count=5, limit=3).open()
+    assert len(list(source.entries())) == 3
+    with pytest.raises(ValueError, match="limit"):
+        DataConfig(kind="synthetic", count=5, limit=0).open()

@@ -1,4 +1,4 @@
-"""Several image sources read as one, each optionally cut to its first N entries.
+"""Sources made of other sources: several read as one, or one cut to its first N entries.
 
 Keys are prefixed with the part's position (``p0-<key>``, ``p1-<key>`` …) so they stay
 unique across parts; ``index`` stays the entry's index in its own part (sources such as COCO
@@ -43,3 +43,25 @@ class ConcatSource:
         source, _ = self.parts[position]
         item = source.load(replace(entry, key=key))
         return replace(item, key=entry.key)
+
+
+@dataclass(frozen=True)
+class FirstEntries:
+    """The first ``limit`` entries of ``source``, keys and indices unchanged."""
+
+    source: ImageSource
+    limit: int
+
+    def __post_init__(self) -> None:
+        if self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.name}[:{self.limit}]"
+
+    def entries(self) -> Iterator[SourceEntry]:
+        return itertools.islice(self.source.entries(), self.limit)
+
+    def load(self, entry: SourceEntry) -> ImageItem:
+        return self.source.load(entry)
