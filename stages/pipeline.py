@@ -81,8 +81,7 @@ class PipelineSettings:
     start_checkpoint: str | None = None
     initial: InitialModel | None = None
     evaluator: Evaluator | None = None
-    rehearsal: ImageSource | None = None  # its first rehearsal_images go into every retraining
-    rehearsal_images: int = 0
+    rehearsal: ImageSource | None = None  # mixed into every retraining
     maxcount: int = 1000
     maxsize: float = 3e9
     jpeg_quality: int = 90
@@ -260,10 +259,8 @@ class Pipeline:
             train_source: ImageSource = WebDatasetSource(
                 [str(p) for p in self._training_shards(plan)], max_short_side=None
             )
-            if s.rehearsal is not None and s.rehearsal_images > 0:
-                train_source = ConcatSource(
-                    [(train_source, None), (s.rehearsal, s.rehearsal_images)]
-                )
+            if s.rehearsal is not None:
+                train_source = ConcatSource([train_source, s.rehearsal])
             offered = sum(1 for _ in train_source.entries())
             summary = s.retrainer.train(
                 train_source,

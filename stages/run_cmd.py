@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.annotators.simulated import CostModel, SimulatedAnnotator
+from engine.data.concat import FirstEntries
 from engine.data.sources import ImageSource
 from engine.tracking import Tracker
 from engine.train.loop import TrainOptions
@@ -206,7 +207,8 @@ def build_settings(
         )
     rehearsal = None
     if cfg.initial.rehearsal_images > 0:
-        rehearsal = _open(cfg.initial.data, "initial.data")
+        public = initial.source if initial is not None else _open(cfg.initial.data, "initial.data")
+        rehearsal = FirstEntries(public, cfg.initial.rehearsal_images)
     evaluator = None
     if cfg.eval.enabled:
         if cfg.eval.images < 1 or cfg.eval.max_clicks < 5:
@@ -243,7 +245,6 @@ def build_settings(
         initial=initial,
         evaluator=evaluator,
         rehearsal=rehearsal,
-        rehearsal_images=cfg.initial.rehearsal_images,
         maxcount=cfg.output.maxcount,
         maxsize=cfg.output.maxsize,
         jpeg_quality=cfg.output.jpeg_quality,

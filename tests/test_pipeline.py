@@ -219,6 +219,8 @@ def test_driver_killed_mid_run_resumes_to_the_same_dataset(local_run, tmp_path):
         ("stages.prefill.pred_iou_thresh=-1", "stages.prefill"),
         ("stages.annotator=robot", "stages.annotator"),
         ("train.steps=0", "train"),
+        ("initial.rehearsal_images=-1", "initial.rehearsal_images"),
+        ("data.limit=0", "data"),
     ],
 )
 def test_bad_config_fails_before_any_work(tmp_path, override, named):

@@ -12,7 +12,7 @@ from engine.data.synthetic import SyntheticSource
 def test_parts_in_order_with_limits_and_prefixed_keys():
     public = SyntheticSource.from_split("public", 5, height=64, width=96)
     heldout = SyntheticSource.from_split("heldout", 3, height=64, width=96)
-    mixed = ConcatSource([(heldout, None), (public, 2)])
+    mixed = ConcatSource([heldout, FirstEntries(public, 2)])
     keys = [e.key for e in mixed.entries()]
     expected = [f"p0-{e.key}" for e in heldout.entries()]
     expected += [f"p1-{e.key}" for e in list(public.entries())[:2]]
@@ -39,9 +39,7 @@ def test_index_based_sources_load_their_own_entries(tmp_path):
     anns = tmp_path / "a.json"
     anns.write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
     coco = CocoSource(str(tmp_path), str(anns))
-    mixed = ConcatSource(
-        [(SyntheticSource.from_split("public", 1, height=32, width=32), None), (coco, None)]
-    )
+    mixed = ConcatSource([SyntheticSource.from_split("public", 1, height=32, width=32), coco])
     items = list(iter_items(mixed))
     assert [tuple(i.image[0, 0]) for i in items[1:]] == [(255, 0, 0), (0, 0, 255)]
 
@@ -50,7 +48,7 @@ def test_bad_parts_are_refused():
     with pytest.raises(ValueError, match="at least one"):
         ConcatSource([])
     with pytest.raises(ValueError, match="limit"):
-        ConcatSource([(SyntheticSource.from_split("public", 1), -1)])
+        FirstEntries(SyntheticSource.from_split("public", 1), -1)
 
 
 def test_first_entries_keeps_keys_and_loads_through():

@@ -1,4 +1,4 @@
-"""Sources made of other sources: several read as one, or one cut to its first N entries.
+"""Sources made of other sources: one cut to its first N entries, or several read as one.
 
 Keys are prefixed with the part's position (``p0-<key>``, ``p1-<key>`` …) so they stay
 unique across parts; ``index`` stays the entry's index in its own part (sources such as COCO
@@ -17,30 +17,26 @@ from engine.records import ImageItem
 
 @dataclass(frozen=True)
 class ConcatSource:
-    """``parts``: ``(source, limit)`` pairs, read in order; ``limit=None`` takes all entries."""
+    """``parts``: sources read in order (cut one with ``FirstEntries``)."""
 
-    parts: Sequence[tuple[ImageSource, int | None]]
+    parts: Sequence[ImageSource]
 
     def __post_init__(self) -> None:
         if not self.parts:
             raise ValueError("ConcatSource needs at least one part")
-        for _, limit in self.parts:
-            if limit is not None and limit < 0:
-                raise ValueError(f"a part's limit must be >= 0 or None, got {limit}")
 
     @property
     def name(self) -> str:
-        return " + ".join(source.name for source, _ in self.parts)
+        return " + ".join(source.name for source in self.parts)
 
     def entries(self) -> Iterator[SourceEntry]:
-        for position, (source, limit) in enumerate(self.parts):
-            for entry in itertools.islice(source.entries(), limit):
+        for position, source in enumerate(self.parts):
+            for entry in source.entries():
                 yield replace(entry, key=f"p{position}-{entry.key}")
 
     def load(self, entry: SourceEntry) -> ImageItem:
         prefix, _, key = entry.key.partition("-")
-        position = int(prefix[1:])
-        source, _ = self.parts[position]
+        source = self.parts[int(prefix[1:])]
         item = source.load(replace(entry, key=key))
         return replace(item, key=entry.key)
 
