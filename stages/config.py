@@ -14,7 +14,7 @@ from typing import Any
 from engine.data.concat import FirstEntries
 from engine.data.sources import SOURCE_KINDS, ImageSource, open_source
 
-MODEL_PRESETS = ("tiny", "vit_b", "vit_l", "vit_h")
+MODEL_PRESETS = ("tiny", "mobile", "mobile_sam", "vit_b", "vit_l", "vit_h")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-NO_DECAY_NAMES = ("pos_embed", "rel_pos")
+NO_DECAY_NAMES = ("pos_embed", "rel_pos", "attention_biases")
 
 
 def lr_at(
