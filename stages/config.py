@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.data.concat import FirstEntries
 from engine.data.sources import SOURCE_KINDS, ImageSource, open_source
+from engine.train.loop import TrainOptions
 
 MODEL_PRESETS = ("tiny", "mobile", "mobile_sam", "vit_b", "vit_l", "vit_h")
 
@@ -113,6 +114,10 @@ class TrainConfig:
     masks_per_image: int = 64
     num_iterations: int = 11
     loss_at: str = "low_res"
+    mask_loss: str = "focal"
+    augment_flip: float = 0.0
+    augment_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    augment_color: float = 0.0
     freeze_image_encoder: bool = False
     autocast: str = "auto"
     seed: int = 0
@@ -120,6 +125,33 @@ class TrainConfig:
     workers: int = 2
     time_limit_s: float | None = None
     min_mask_area: int = 1
+
+    def options(self) -> TrainOptions:
+        """The loop's ``TrainOptions`` (ValueError on a bad value)."""
+        if len(self.augment_scale) != 2:
+            raise ValueError(f"augment_scale must be [low, high], got {list(self.augment_scale)}")
+        return TrainOptions(
+            steps=self.steps,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            decay_steps=tuple(self.decay_steps),
+            decay_factor=self.decay_factor,
+            weight_decay=self.weight_decay,
+            layer_decay=self.layer_decay,
+            grad_clip=self.grad_clip,
+            images_per_step=self.images_per_step,
+            masks_per_image=self.masks_per_image,
+            num_iterations=self.num_iterations,
+            loss_at=self.loss_at,
+            mask_loss=self.mask_loss,
+            augment_flip=self.augment_flip,
+            augment_scale=(self.augment_scale[0], self.augment_scale[1]),
+            augment_color=self.augment_color,
+            freeze_image_encoder=self.freeze_image_encoder,
+            autocast=self.autocast,
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+        )
 
 
 @dataclass

@@ -285,24 +285,7 @@ def _stage_plans(cfg: RunConfig) -> list[StagePlan]:
 def _train_options(cfg: RunConfig) -> TrainOptions:
     t = cfg.train
     try:
-        return TrainOptions(
-            steps=t.steps,
-            lr=t.lr,
-            warmup_steps=t.warmup_steps,
-            decay_steps=tuple(t.decay_steps),
-            decay_factor=t.decay_factor,
-            weight_decay=t.weight_decay,
-            layer_decay=t.layer_decay,
-            grad_clip=t.grad_clip,
-            images_per_step=t.images_per_step,
-            masks_per_image=t.masks_per_image,
-            num_iterations=t.num_iterations,
-            loss_at=t.loss_at,
-            freeze_image_encoder=t.freeze_image_encoder,
-            autocast=t.autocast,
-            seed=t.seed,
-            checkpoint_every=t.checkpoint_every,
-        )
+        return t.options()
     except ValueError as exc:
         raise RunConfigError(f"train: {exc}") from exc
 

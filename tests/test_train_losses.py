@@ -112,3 +112,23 @@ def test_sam_loss_rejects_mismatched_sizes():
         sam_loss(
             torch.zeros(1, 1, 4, 4), torch.zeros(1, 1), torch.zeros(1, 8, 8), torch.zeros(1, 1)
         )
+
+
+def test_bce_mask_loss_is_cross_entropy_plus_dice_one_to_one():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 16, 16, generator=gen) * 3
+    targets = (torch.rand(4, 16, 16, generator=gen) > 0.6).float()
+    iou_pred, true_iou = torch.rand(4, 3, generator=gen), torch.rand(4, 3, generator=gen)
+    out = sam_loss(logits, iou_pred, targets, true_iou, pixel_loss="bce")
+    expanded = targets[:, None].expand_as(logits)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, expanded, reduction="none"
+    ).mean((-2, -1))
+    per_output = bce + dice_loss(logits, expanded)
+    chosen = per_output.argmin(1)
+    assert torch.equal(out.chosen, chosen)
+    mask_term = per_output[torch.arange(4), chosen]
+    iou_term = ((iou_pred - true_iou) ** 2).mean(1)
+    torch.testing.assert_close(out.total, (mask_term + iou_term).mean())
+    with pytest.raises(ValueError, match="pixel_loss"):
+        sam_loss(logits, iou_pred, targets, true_iou, pixel_loss="l2")

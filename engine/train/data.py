@@ -25,6 +25,7 @@ from engine.data import DecodeError, ImageSource
 from engine.masks import masks_to_rles, rle_area, rle_to_mask
 from engine.model.transforms import ResizeLongestSide
 from engine.records import ImageItem
+from engine.train.augment import Augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -186,9 +187,13 @@ def collate(
     img_size: int,
     max_masks: int,
     generator: torch.Generator | None = None,
+    augmentation: Augmentation | None = None,
 ) -> tuple[list[torch.Tensor], list[ImageTargets]]:
     """A step's batch: per image the 3×h×w float image and ``ImageTargets`` with at most
-    ``max_masks`` masks (a random subset when there are more), padded to S×S."""
+    ``max_masks`` masks (a random subset when there are more), padded to S×S.
+
+    With ``augmentation``, each image and its masks are augmented together; masks the crop
+    removes are dropped (and the image kept as it was if none is left)."""
     images: list[torch.Tensor] = []
     targets: list[ImageTargets] = []
     for sample in samples:
@@ -196,10 +201,19 @@ def collate(
         if len(rles) > max_masks:
             order = torch.randperm(len(rles), generator=generator)[:max_masks]
             rles = [rles[int(i)] for i in order.sort().values]
+        image = image_tensor(sample)
         h, w = sample.size
-        masks = torch.zeros((len(rles), img_size, img_size), dtype=torch.bool)
+        masks = torch.zeros((len(rles), h, w), dtype=torch.bool)
         if rles:
-            masks[:, :h, :w] = torch.from_numpy(np.stack([rle_to_mask(r) for r in rles]))
-        images.append(image_tensor(sample))
-        targets.append(ImageTargets(masks=masks, valid_hw=(h, w)))
+            masks = torch.from_numpy(np.stack([rle_to_mask(r) for r in rles]))
+        if augmentation is not None:
+            new_image, new_masks = augmentation.apply(image, masks, img_size, generator)
+            kept = new_masks.flatten(1).any(1)
+            if kept.any() or not len(masks):
+                image, masks = new_image, new_masks[kept]
+        h, w = image.shape[-2:]
+        padded = torch.zeros((len(masks), img_size, img_size), dtype=torch.bool)
+        padded[:, :h, :w] = masks
+        images.append(image)
+        targets.append(ImageTargets(masks=padded, valid_hw=(h, w)))
     return images, targets

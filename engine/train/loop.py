@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.train.augment import Augmentation
 from engine.train.checkpoint import (
     load_checkpoint,
     model_state,
@@ -32,6 +33,7 @@ from engine.train.checkpoint import (
     unwrap,
 )
 from engine.train.data import TrainDataset, collate
+from engine.train.losses import MASK_LOSSES
 from engine.train.schedule import lr_at, param_groups, set_lr
 from engine.train.step import InteractiveStep
 
@@ -44,6 +46,9 @@ class TrainOptions:
     """Hyper-parameters of ``train`` (paper values in FACTS.md; defaults sized for CPU runs).
 
     ``decay_steps``: optimizer steps at which the lr is multiplied by ``decay_factor``.
+    ``mask_loss``: "focal" (the paper's 20·focal + dice) or "bce" (BCE + dice).
+    ``augment_*``: flip probability, scale range and colour strength (``engine.train.augment``;
+    the defaults are off).
     ``grad_clip``: max global gradient norm (0 = off). ``autocast``: "auto" = bf16 on CUDA,
     float32 on CPU; "bf16" = bf16 on any device; "off". ``checkpoint_every``: save every so
     many steps (0 = only at the end).
@@ -62,6 +67,10 @@ class TrainOptions:
     masks_per_image: int = 64
     num_iterations: int = 11
     loss_at: str = "low_res"
+    mask_loss: str = "focal"
+    augment_flip: float = 0.0
+    augment_scale: tuple[float, float] = (1.0, 1.0)
+    augment_color: float = 0.0
     freeze_image_encoder: bool = False
     autocast: str = "auto"
     seed: int = 0
@@ -71,11 +80,22 @@ class TrainOptions:
     def __post_init__(self) -> None:
         self.decay_steps = tuple(int(s) for s in self.decay_steps)
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.augment_scale = (float(self.augment_scale[0]), float(self.augment_scale[1]))
+        if self.mask_loss not in MASK_LOSSES:
+            raise ValueError(
+                f"mask_loss must be one of {tuple(MASK_LOSSES)}, got {self.mask_loss!r}"
+            )
+        self.augmentation()  # validates the augmentation numbers
         for name in ("steps", "images_per_step", "masks_per_image", "num_iterations"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.autocast not in AUTOCAST:
             raise ValueError(f"autocast must be one of {AUTOCAST}, got {self.autocast!r}")
+
+    def augmentation(self) -> Augmentation | None:
+        """The step's augmentation, or None when every part of it is off."""
+        augmentation = Augmentation(self.augment_flip, self.augment_scale, self.augment_color)
+        return None if augmentation == Augmentation(0.0, (1.0, 1.0), 0.0) else augmentation
 
 
 @dataclass
@@ -175,7 +195,10 @@ def train(
     model.to(device)
     if options.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)
-    step_module = InteractiveStep(model, options.num_iterations, loss_at=options.loss_at)
+    step_module = InteractiveStep(
+        model, options.num_iterations, loss_at=options.loss_at, mask_loss=options.mask_loss
+    )
+    augmentation = options.augmentation()
     runner: nn.Module = step_module
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -242,7 +265,7 @@ def train(
         torch.manual_seed(_mix(options.seed, 4, rank, step))  # drop-path draws
         samples = [shard[i] for i in order.take(step, options.images_per_step)]
         images, targets = collate(
-            samples, step_module.img_size, options.masks_per_image, data_generator
+            samples, step_module.img_size, options.masks_per_image, data_generator, augmentation
         )
         images = [image.to(device) for image in images]
         model.train()

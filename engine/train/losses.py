@@ -18,6 +18,9 @@ import torch.nn.functional as F
 FOCAL_WEIGHT = 20.0
 DICE_WEIGHT = 1.0
 IOU_WEIGHT = 1.0
+# Per-pixel term of the mask loss → its weight beside dice (weight 1): "focal" is the paper's
+# 20·focal + dice; "bce" is binary cross-entropy + dice, 1 : 1 (measured in docs/training.md).
+MASK_LOSSES = {"focal": FOCAL_WEIGHT, "bce": 1.0}
 
 
 def sigmoid_focal_loss(
@@ -76,9 +79,10 @@ def sam_loss(
     iou_pred: torch.Tensor,
     targets: torch.Tensor,
     true_iou: torch.Tensor,
-    focal_weight: float = FOCAL_WEIGHT,
+    focal_weight: float | None = None,
     dice_weight: float = DICE_WEIGHT,
     iou_weight: float = IOU_WEIGHT,
+    pixel_loss: str = "focal",
 ) -> LossOutput:
     """The SAM loss for ``M`` prompts with ``K`` outputs each, averaged over prompts.
 
@@ -88,7 +92,13 @@ def sam_loss(
       targets: ``M×H×W`` (or ``M×1×H×W``) ground truth in [0, 1] at the logits' resolution.
       true_iou: ``M×K`` actual IoU of each output mask (no gradient; computed by the caller at
         whatever resolution the masks are used).
+      pixel_loss: "focal" (the paper) or "bce"; ``focal_weight`` (the pixel term's weight)
+        defaults to that loss's entry in :data:`MASK_LOSSES`.
     """
+    if pixel_loss not in MASK_LOSSES:
+        raise ValueError(f"pixel_loss must be one of {tuple(MASK_LOSSES)}, got {pixel_loss!r}")
+    if focal_weight is None:
+        focal_weight = MASK_LOSSES[pixel_loss]
     if mask_logits.ndim != 4:
         raise ValueError(f"mask_logits must be M×K×H×W, got shape {tuple(mask_logits.shape)}")
     if targets.ndim == 3:
@@ -99,7 +109,10 @@ def sam_loss(
         )
     logits = mask_logits.float()
     targets = targets.expand_as(logits)
-    focal = sigmoid_focal_loss(logits, targets)  # M×K
+    if pixel_loss == "focal":
+        focal = sigmoid_focal_loss(logits, targets)  # M×K
+    else:
+        focal = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((-2, -1))
     dice = dice_loss(logits, targets)  # M×K
     per_output = focal_weight * focal + dice_weight * dice
     chosen = per_output.detach().argmin(dim=1)  # lowest-loss output of each prompt

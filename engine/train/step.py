@@ -52,6 +52,7 @@ class InteractiveStep(nn.Module):
         num_without_point: int = 2,
         loss_at: str = "low_res",
         box_probability: float = 0.5,
+        mask_loss: str = "focal",
     ) -> None:
         super().__init__()
         if loss_at not in LOSS_AT:
@@ -61,6 +62,7 @@ class InteractiveStep(nn.Module):
         self.num_without_point = num_without_point
         self.loss_at = loss_at
         self.box_probability = box_probability
+        self.mask_loss = mask_loss
 
     @property
     def img_size(self) -> int:
@@ -159,11 +161,11 @@ class InteractiveStep(nn.Module):
                 predicted = (upsampled > 0) & valid
                 true_iou = mask_iou(predicted, gt[:, None].expand_as(predicted))
             if self.loss_at == "input":
-                out = sam_loss(upsampled, iou_pred, gt_float, true_iou)
+                out = sam_loss(upsampled, iou_pred, gt_float, true_iou, pixel_loss=self.mask_loss)
             else:
                 if low_targets is None:
                     low_targets = F.adaptive_avg_pool2d(gt_float[:, None], low_res.shape[-2:])
-                out = sam_loss(low_res, iou_pred, low_targets, true_iou)
+                out = sam_loss(low_res, iou_pred, low_targets, true_iou, pixel_loss=self.mask_loss)
             best = iou_pred.detach().argmax(dim=1)
             mask_input = low_res[rows, best][:, None].detach()
             previous = predicted[rows, best]
