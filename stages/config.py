@@ -34,8 +34,9 @@ class DataConfig:
     ``kind``: synthetic | folder | coco | webdataset. ``path``: folder root, COCO images
     directory, or WebDataset/SA-1B shards (file, directory or glob). ``annotations``: COCO
     JSON. Synthetic scenes: ``split`` (public | train | heldout), ``offset`` seeds into the
-    split, ``count`` scenes of ``height×width``. ``limit``: at most this many images of any
-    kind (null = all). ``max_short_side``: decoded images are shrunk to it (null = as is).
+    split, ``count`` scenes of ``height×width`` in ``style`` (studio | dusk). ``limit``: at
+    most this many images of any kind (null = all). ``max_short_side``: decoded images are
+    shrunk to it (null = as is).
     ``on_error`` (coco): a bad annotation fails the run before any work (``raise``) or
     quarantines its image (``skip``).
     """
@@ -48,6 +49,7 @@ class DataConfig:
     count: int = 200
     height: int = 384
     width: int = 512
+    style: str = "studio"
     limit: int | None = None
     max_short_side: int | None = 1500
     on_error: str = "raise"
@@ -65,6 +67,7 @@ class DataConfig:
                 "count": self.count,
                 "height": self.height,
                 "width": self.width,
+                "style": self.style,
             }
         if not self.path:
             raise ValueError(f"data.path is required for data.kind={self.kind!r}")

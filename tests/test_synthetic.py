@@ -242,3 +242,18 @@ def test_mirrored_shapes_are_mirror_images(kind: str) -> None:
     mirrored = _rasterized(local.moved(40.0, 40.0, 25.0, 0.0, flip=True))
     # Mirroring about the vertical line x = 40 maps pixel column c to 79 - c.
     assert (plain != mirrored[:, ::-1]).sum() <= 0.01 * plain.sum()
+
+
+def test_dusk_style_relights_the_same_scene_and_keeps_its_masks():
+    studio, studio_refs = render_scene(2_000_003, 96, 128)
+    dusk, dusk_refs = render_scene(2_000_003, 96, 128, style="dusk")
+    assert [r.rle for r in dusk_refs] == [r.rle for r in studio_refs]
+    assert dusk.shape == studio.shape and dusk.dtype == np.uint8
+    assert dusk.mean() < studio.mean() and dusk.std() < studio.std()  # darker, flatter
+    again, _ = render_scene(2_000_003, 96, 128, style="dusk")
+    assert np.array_equal(dusk, again)
+    with pytest.raises(ValueError, match="style"):
+        render_scene(1, 96, 128, style="noon")
+    source = SyntheticSource.from_split("heldout", 1, style="dusk")
+    item = source.load(next(source.entries()))
+    assert item.key == "syn-2000000" and source.name.endswith(":dusk")

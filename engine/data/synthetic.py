@@ -12,6 +12,11 @@ covers (almost) all of its parent. See docs/data.md.
 
 Splits are disjoint seed ranges: ``public`` (pre-training the first model), ``train`` (the
 data the engine annotates) and ``heldout`` (the audit).
+
+Styles are two photographic conditions of the same scenes (same objects and masks):
+``studio`` (even light) and ``dusk`` (a spotlight falling off into the dark, a colour cast, a
+lower contrast and more sensor noise). The default run pre-trains on ``studio`` public scenes
+and annotates ``dusk`` ones: the domain gap that retraining closes (docs/data.md).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +62,7 @@ MIN_AREA_FRAC, MAX_AREA_FRAC = 0.001, 0.30
 DEFAULT_MIN_MASK_FRAC = 3e-4  # masks under this fraction of the image are dropped
 MIN_PRIM_AREA = 10.0  # px²: smaller primitives (a far-away eye) are not drawn
 GRAIN_MARGIN = 64  # the noise tile is this much larger than the image, for random windows
+STYLES = ("studio", "dusk")
 
 
 def split_seeds(split: str, count: int, offset: int = 0) -> range:
@@ -133,11 +140,15 @@ def render_scene(
     height: int = 384,
     width: int = 512,
     min_mask_area: int | None = None,
+    style: str = "studio",
 ) -> tuple[np.ndarray, list[ReferenceMask]]:
     """Render a scene: ``(H×W×3 uint8 image, reference masks)`` (see the module docstring).
 
     ``min_mask_area`` (pixels) drops smaller visible masks; by default 0.03 % of the image.
+    ``style`` (:data:`STYLES`) changes the light, never the masks.
     """
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
     plan = plan_scene(seed, height, width)
     if min_mask_area is None:
         min_mask_area = max(16, round(DEFAULT_MIN_MASK_FRAC * height * width))
@@ -180,7 +191,9 @@ def render_scene(
             for label in labels_of(obj_index, prim.part, prim.sub):
                 old = boxes.get(label)
                 boxes[label] = box if old is None else union(old, box)
-    pixels = _finish(image, grain, plan)
+    if style == "dusk":
+        _dusk(image, np.random.default_rng(np.random.SeedSequence([seed, 3])))
+    pixels = _finish(image, grain, plan, noise_gain=2.0 if style == "dusk" else 1.0)
     # Column-major owner map: every mask crop taken from it is already in RLE order.
     owner_t = np.ascontiguousarray(owner.reshape(height, width).T)
     refs = reference_masks(owner_t, prims, boxes, min_mask_area)
@@ -237,10 +250,31 @@ def _grain(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return _grain_tile(height, width)[dy : dy + height, dx : dx + width]
 
 
-def _finish(image: np.ndarray, grain: np.ndarray, plan: ScenePlan) -> np.ndarray:
+def _dusk(image: np.ndarray, rng: np.random.Generator) -> None:
+    """In place on planar ``3×H×W``: a spotlight (light ∝ a Gaussian fall-off from a random
+    centre, down to 25 %), a warm or cold colour cast and contrast pulled towards grey."""
+    _, h, w = image.shape
+    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+    radius = rng.uniform(0.35, 0.7) * max(h, w)
+    ys = ((np.arange(h, dtype=np.float32) - cy) / radius) ** 2
+    xs = ((np.arange(w, dtype=np.float32) - cx) / radius) ** 2
+    light = np.float32(0.25) + np.float32(0.75) * np.exp(-(ys[:, None] + xs[None, :]))
+    cast = (1.05, 0.85, 0.6) if rng.random() < 0.5 else (0.6, 0.8, 1.05)
+    contrast = np.float32(rng.uniform(0.55, 0.75))
+    for channel, gain in zip(image, cast):
+        channel -= np.float32(128)
+        channel *= contrast
+        channel += np.float32(128)
+        channel *= light
+        channel *= np.float32(gain)
+
+
+def _finish(
+    image: np.ndarray, grain: np.ndarray, plan: ScenePlan, noise_gain: float = 1.0
+) -> np.ndarray:
     """Soften edges a little (3-tap blur), add sensor noise, round: planar → ``H×W×3`` uint8."""
     # Sensor noise: the grain field read backwards (so it does not line up with textures).
-    noise = grain[::-1, ::-1] * np.float32(plan.noise_sigma) + np.float32(0.5)
+    noise = grain[::-1, ::-1] * np.float32(plan.noise_sigma * noise_gain) + np.float32(0.5)
     out = np.empty((plan.height, plan.width, 3), dtype=np.uint8)
     for k, channel in enumerate(image):
         if plan.blur:
@@ -276,17 +310,22 @@ class SyntheticSource:
         height: int = 384,
         width: int = 512,
         min_mask_area: int | None = None,
+        style: str = "studio",
     ) -> None:
         _check_args(seed_start, height, width)
+        if style not in STYLES:
+            raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
+        self.style = style
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ValueError(f"count must be a non-negative int, got {count!r}")
         self.seed_start, self.count = int(seed_start), count
         self.height, self.width = height, width
         self.min_mask_area = min_mask_area
-        self.name = f"synthetic:{seed_start}+{count}@{height}x{width}"
+        suffix = "" if style == "studio" else f":{style}"
+        self.name = f"synthetic:{seed_start}+{count}@{height}x{width}{suffix}"
 
     @classmethod
-    def from_split(cls, split: str, count: int, offset: int = 0, **kwargs: int) -> SyntheticSource:
+    def from_split(cls, split: str, count: int, offset: int = 0, **kwargs: Any) -> SyntheticSource:
         """Scenes from one split (``public``, ``train`` or ``heldout``)."""
         seeds = split_seeds(split, count, offset)
         return cls(seed_start=seeds.start, count=count, **kwargs)
@@ -302,7 +341,7 @@ class SyntheticSource:
         if not entry.path.startswith("synthetic:"):
             raise DecodeError(f"not a synthetic entry: {entry.path!r}")
         seed = int(entry.path.split(":", 1)[1])
-        image, refs = render_scene(seed, self.height, self.width, self.min_mask_area)
+        image, refs = render_scene(seed, self.height, self.width, self.min_mask_area, self.style)
         return ImageItem(
             key=entry.key,
             image=image,
