@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,13 +35,16 @@ MICRO = {
 }
 
 
-def test_two_worker_fit(tmp_path):
+def test_two_worker_fit(tmp_path, monkeypatch):
+    """Relative paths (as from ``sa-engine train run_dir=runs/x``) land in the caller's
+    directory, not in the Ray workers' own."""
     from workers.cluster import local_cluster
     from workers.trainer import fit_distributed
 
     source = SyntheticSource.from_split("train", 4, height=96, width=128)
     options = TrainOptions(steps=3, lr=1e-3, warmup_steps=1, masks_per_image=4, num_iterations=2)
-    checkpoint = tmp_path / "train.pt"
+    monkeypatch.chdir(tmp_path)
+    checkpoint = Path("train.pt")
     with local_cluster(num_cpus=2):
         result = fit_distributed(
             partial(build_sam, MICRO),
@@ -49,8 +53,8 @@ def test_two_worker_fit(tmp_path):
             checkpoint,
             config={"job": "test"},
             num_workers=2,
-            on_step=JsonlStepLog(tmp_path / "log.jsonl"),
-            storage_path=tmp_path / "ray",
+            on_step=JsonlStepLog("log.jsonl"),
+            storage_path="ray",
         )
         assert ray.is_initialized()
     assert not ray.is_initialized()  # the context manager shut down what it started

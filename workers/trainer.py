@@ -127,6 +127,7 @@ def fit_distributed(
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     storage = Path(storage_path or tempfile.mkdtemp(prefix="sa-engine-ray-train-"))
+    checkpoint_path = Path(checkpoint_path).resolve()  # workers run in their own directory
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={
@@ -160,6 +161,6 @@ def fit_distributed(
         step=int(report["step"]),
         history=list(report["history"]),
         seconds=float(report["seconds"]),
-        checkpoint=Path(checkpoint_path),
+        checkpoint=checkpoint_path,
         num_workers=num_workers,
     )

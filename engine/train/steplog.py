@@ -27,10 +27,13 @@ def record_to_dict(record: StepRecord) -> dict[str, Any]:
 
 
 class JsonlStepLog:
-    """Append each ``StepRecord`` to ``path`` as one JSON line (rank 0 only)."""
+    """Append each ``StepRecord`` to ``path`` as one JSON line (rank 0 only).
+
+    A relative ``path`` is resolved here, in the caller's directory: Ray workers run elsewhere.
+    """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path).resolve()
 
     def __call__(self, record: StepRecord) -> None:
         if record.rank != 0:
