@@ -19,6 +19,7 @@ import numpy as np
 
 from engine import masks as mask_ops
 from engine.amg import AutomaticMaskGenerator
+from engine.annotators.detections import Detections
 from engine.annotators.simulated import AnnotatedMask, SimulatedAnnotator
 from engine.model import SamPredictor
 from engine.records import SOURCE_MODEL, SOURCE_SIMULATED, ImageItem
@@ -91,8 +92,10 @@ class SemiAutomaticTask:
     """Stage 2: confident masks pre-filled, the annotator adds the objects they miss.
 
     ``prefill`` holds ``AutomaticMaskGenerator`` arguments (strict thresholds); with
-    ``detections`` (image_id → list of ``(box_xywh, score)`` from a detector's COCO results)
-    the pre-fill comes from box prompts scoring at least ``detection_score_thresh`` instead.
+    ``detections`` (a detector's boxes, ``engine.annotators.detections``: matched by file name
+    or id, rescaled to the decoded image) the pre-fill comes from box prompts scoring at least
+    ``detection_score_thresh`` instead, kept when the predicted IoU is at least
+    ``detection_pred_iou_thresh``.
     A reference counts as covered when a pre-filled mask overlaps it with IoU ≥
     ``covered_iou``; pre-filled masks cost ``seconds_per_prefilled`` each to look at.
     """
@@ -101,7 +104,7 @@ class SemiAutomaticTask:
     prefill: dict = field(default_factory=dict)
     covered_iou: float = 0.75
     seconds_per_prefilled: float = 1.0
-    detections: dict[int, list[tuple[list[float], float]]] | None = None
+    detections: Detections | None = None
     detection_score_thresh: float = 0.5
     detection_pred_iou_thresh: float = 0.88
     stage: str = "semi_automatic"
@@ -135,7 +138,8 @@ class SemiAutomaticTask:
         self, predictor: SamPredictor, item: ImageItem, provenance: Provenance
     ) -> list[MaskRecord]:
         records = []
-        for box_xywh, score in self.detections.get(item.image_id, []):
+        boxes = self.detections.for_image(item.image_id, item.file_name, item.width, item.height)
+        for box_xywh, score in boxes:
             if score < self.detection_score_thresh:
                 continue
             x, y, w, h = box_xywh

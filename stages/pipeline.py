@@ -89,6 +89,7 @@ class PipelineSettings:
     audit_reference: object | None = None
     seed: int = 0
     show_progress: bool = True
+    register_model: str | None = None  # MLflow registered-model name for the final model
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Pipeline:
             summaries = []
             for number, plan in enumerate(rounds):
                 summaries.append(self._round(plan, number))
+            self._register_model()
             audit = self._audit() if s.audit else None
             table = format_table(summaries, self.state.initial_metrics)
             (self.run_dir / "summary.txt").write_text(table + "\n")
@@ -350,6 +352,18 @@ class Pipeline:
         return shards
 
     # ---- the end ---------------------------------------------------------------------------
+
+    def _register_model(self) -> None:
+        """The run's final checkpoint becomes a version of ``register_model`` (once)."""
+        s, state = self.s, self.state
+        if not s.register_model or state.model_version is not None:
+            return
+        final = self._path(state.latest_checkpoint())
+        version = s.tracker.register_checkpoint(final, s.register_model)
+        if version is not None:
+            self._say(f"registered {Path(final).name} as {s.register_model} version {version}")
+            state.model_version = version
+            self._save()
 
     def _audit(self) -> dict:
         from engine.audit.run import run_audit

@@ -45,6 +45,8 @@ class Retrainer:
     """How every retraining runs (plain settings; see ``engine.train.loop.TrainOptions``).
 
     ``workers``: 0 trains in this process; N ≥ 1 uses N Ray Train workers (Ray must be up).
+    ``time_limit_s``: every training stops after this many seconds of steps (None = off);
+    the summary's ``steps_done`` says where it stopped.
     """
 
     preset: str
@@ -54,6 +56,7 @@ class Retrainer:
     cpus_per_worker: int = 1
     use_gpu: bool = False
     min_mask_area: int = 1
+    time_limit_s: float | None = None
 
     def train(
         self,
@@ -86,7 +89,14 @@ class Retrainer:
             )
             if len(dataset) == 0:
                 raise ValueError(f"no training image with masks in {source.name}")
-            result = train(model, dataset, options, checkpoint_path=state_path, resume=True)
+            result = train(
+                model,
+                dataset,
+                options,
+                checkpoint_path=state_path,
+                resume=True,
+                time_limit_s=self.time_limit_s,
+            )
             history = [
                 {"loss": r.stats.get("loss", 0.0), "images": r.images} for r in result.history
             ]
@@ -105,6 +115,7 @@ class Retrainer:
                 use_gpu=self.use_gpu,
                 cpus_per_worker=self.cpus_per_worker,
                 storage_path=out_dir / "ray",
+                time_limit_s=self.time_limit_s,
             )
             history = [{"loss": r.get("loss", 0.0), "images": r["images"]} for r in result.history]
             step_seconds = result.seconds
@@ -114,6 +125,7 @@ class Retrainer:
         losses = [h["loss"] for h in history]
         return {
             "steps": options.steps,
+            "steps_done": result.step,
             "train_seconds": time.perf_counter() - started,
             "train_images_per_s": images / step_seconds if step_seconds else 0.0,
             "final_loss": float(sum(losses[-10:]) / len(losses[-10:])) if losses else float("nan"),

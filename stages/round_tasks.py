@@ -34,6 +34,7 @@ class TaskFactory:
         self.seconds_per_prefilled = prefill.pop("seconds_per_prefilled")
         self.detections_path = prefill.pop("detections")
         self.detection_score_thresh = prefill.pop("detection_score_thresh")
+        self.detection_pred_iou_thresh = prefill.pop("detection_pred_iou_thresh")
         self.prefill = prefill
         automatic = asdict(self.stages.fully_automatic)
         self.amg_preset = automatic.pop("preset")
@@ -60,6 +61,11 @@ class TaskFactory:
             AutomaticMaskGenerator.from_preset(self.amg_preset, probe, **self.automatic)
         except (ValueError, KeyError) as exc:
             raise ValueError(f"stages.fully_automatic: {exc}") from exc
+        for name in ("detection_score_thresh", "detection_pred_iou_thresh"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"stages.prefill.{name} must be in [0, 1], got {getattr(self, name)}"
+                )
         if not 0.0 < self.covered_iou <= 1.0:
             raise ValueError(
                 f"stages.prefill.covered_iou must be in (0, 1], got {self.covered_iou}"
@@ -97,6 +103,7 @@ class TaskFactory:
             seconds_per_prefilled=self.seconds_per_prefilled,
             detections=self._load_detections() if self.detections_path else None,
             detection_score_thresh=self.detection_score_thresh,
+            detection_pred_iou_thresh=self.detection_pred_iou_thresh,
             round=plan.round,
         )
 
@@ -108,6 +115,7 @@ class TaskFactory:
             prefill=dict(self.prefill),
             detections=self._load_detections() if self.detections_path else None,
             detection_score_thresh=self.detection_score_thresh,
+            detection_pred_iou_thresh=self.detection_pred_iou_thresh,
             round=plan.round,
         )
 

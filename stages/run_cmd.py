@@ -177,7 +177,10 @@ def build_settings(
         cpus_per_worker=cfg.cluster.cpus_per_worker,
         use_gpu=cfg.cluster.gpus_per_worker > 0,
         min_mask_area=train.min_mask_area,
+        time_limit_s=train.time_limit_s,
     )
+    if train.time_limit_s is not None and train.time_limit_s < 0:
+        raise RunConfigError(f"train.time_limit_s must be >= 0 or null, got {train.time_limit_s}")
     initial = None
     if cfg.initial.enabled and checkpoint is None:
         if cfg.initial.steps < 1:
@@ -186,13 +189,13 @@ def build_settings(
             raise RunConfigError(
                 f"initial.num_iterations must be >= 1, got {cfg.initial.num_iterations}"
             )
-        spec = {
+        spec = {  # from the resolved dict: the cache key is no read of the keys it digests
             "preset": cfg.model.preset,
-            "data": asdict(cfg.initial.data),
+            "data": resolved["initial"]["data"],
             "steps": cfg.initial.steps,
             "num_iterations": cfg.initial.num_iterations,
             "seed": cfg.seed,
-            "train": asdict(train),
+            "train": resolved["train"],
         }
         initial = InitialModel(
             source=_open(cfg.initial.data, "initial.data"),
@@ -251,6 +254,7 @@ def build_settings(
         audit=cfg.output.audit,
         audit_reference=_audit_reference(source),
         seed=cfg.seed,
+        register_model=cfg.tracking.register_model or None,
     )
     cluster = {
         "use_ray": cfg.cluster.workers > 0 or train.workers > 0,

@@ -39,8 +39,10 @@ class CostConfig:
 class PrefillConfig:
     """Stage 2's confident pre-fill: AMG with strict thresholds, or a detector's boxes.
 
-    ``detections``: a COCO-results JSON (image_id, bbox, score) of an external detector;
-    empty = AMG pre-fill. ``covered_iou``: a reference counts as pre-filled at this IoU.
+    ``detections``: a COCO-results JSON (image_id and/or file_name, bbox, score) of an
+    external detector; empty = AMG pre-fill. A box scoring at least ``detection_score_thresh``
+    is prompted; its mask is kept when the model's predicted IoU is at least
+    ``detection_pred_iou_thresh``. ``covered_iou``: a reference counts as pre-filled at this IoU.
     """
 
     points_per_side: int = 16
@@ -52,6 +54,7 @@ class PrefillConfig:
     seconds_per_prefilled: float = 1.0
     detections: str = ""
     detection_score_thresh: float = 0.5
+    detection_pred_iou_thresh: float = 0.88
 
 
 @dataclass

@@ -42,6 +42,7 @@ class RunState:
     initial_metrics: dict = field(default_factory=dict)
     rounds: list[RoundState] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    model_version: str | None = None  # registered-model version of the final checkpoint
     finished: bool = False
     version: int = STATE_VERSION
 

@@ -151,7 +151,8 @@ def test_detections_are_grouped_by_image_and_sorted_by_score(tmp_path):
         )
     )
     found = load_detections(path)
-    assert [s for _, s in found[1]] == [0.9, 0.2] and found[2][0][1] == 1.0
+    assert [s for _, s in found.for_image(1, "a.jpg", 8, 8)] == [0.9, 0.2]
+    assert found.for_image(2, "b.jpg", 8, 8)[0][1] == 1.0
     path.write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, -1, 4]}]))
     with pytest.raises(DetectionsError, match="bbox"):
         load_detections(path)
