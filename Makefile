@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint weights
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,11 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Rebuild the shipped initial model (engine/weights/mobile_public.*): `sa-engine train` with the
+# committed recipe, run longer (~45 min on 2 cores) on more public scenes.
+WEIGHTS_OVERRIDES := train.steps=4000 'train.decay_steps=[3200]' train.time_limit_s=3000 data.count=600
+weights: install
+	rm -rf runs/train
+	$(BIN)/sa-engine train $(WEIGHTS_OVERRIDES)
+	$(BIN)/python -m engine.weights.ship runs/train mobile_public $(WEIGHTS_OVERRIDES)

@@ -26,6 +26,7 @@ from engine.data.concat import FirstEntries
 from engine.data.sources import ImageSource
 from engine.tracking import Tracker
 from engine.train.loop import TrainOptions
+from engine.weights import resolve_checkpoint
 from stages.pipeline import InitialModel, Pipeline, PipelineSettings
 from stages.retrain import Evaluator, Retrainer
 from stages.round_tasks import TaskFactory
@@ -145,6 +146,10 @@ def build_settings(
         )
     checkpoint = cfg.model.checkpoint or None
     if checkpoint is not None:
+        try:
+            checkpoint = resolve_checkpoint(checkpoint)
+        except ValueError as exc:
+            raise RunConfigError(f"model.checkpoint: {exc}") from exc
         _check_checkpoint(cfg.model.preset, checkpoint)
     stages = cfg.stages
     if stages.annotator not in ANNOTATORS:

@@ -30,6 +30,7 @@ import torch
 from engine.data import ImageSource, iter_items
 from engine.tracking import Tracker
 from engine.train.loop import TrainOptions
+from engine.weights import resolve_checkpoint
 
 logger = logging.getLogger("sa_engine.train")
 
@@ -70,6 +71,7 @@ def main(argv: list[str]) -> int:
         job, resolved, yaml_text = hydra_app.load_train_job(overrides)
         source = job.data.open()
         eval_source = job.eval.data.open() if job.eval.enabled else None
+        start_checkpoint = resolve_checkpoint(job.model.checkpoint) or None
     except (hydra_app.ConfigError, ValueError, TypeError) as exc:
         print(f"sa-engine train: config error: {exc}", file=sys.stderr)
         return 2
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> int:
         run_train_job(
             run_dir=Path(job.run_dir),
             preset=job.model.preset,
-            start_checkpoint=job.model.checkpoint or None,
+            start_checkpoint=start_checkpoint,
             source=source,
             data_limit=job.data.limit,
             min_mask_area=t.min_mask_area,
