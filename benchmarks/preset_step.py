@@ -48,7 +48,7 @@ def main() -> None:
         setups[preset] = (step, optimizer, batch, params, [])
 
     for repeat in range(args.repeats + 2):  # the first two are warm-up
-        for preset, (step, optimizer, batch, _, times) in setups.items():
+        for step, optimizer, batch, _, times in setups.values():
             generator = torch.Generator().manual_seed(repeat)
             start = time.perf_counter()
             loss, _ = step(*batch, generator=generator)

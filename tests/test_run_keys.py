@@ -94,9 +94,11 @@ def test_every_run_key_is_read(tmp_path):
     images, instances = _coco_dataset(tmp_path)
     reads: set[str] = set()
     variants = [
-        [],  # the embedded defaults: synthetic data, initial model, evaluation, simulated
+        [],  # the embedded defaults: synthetic data, shipped model, evaluation, simulated
+        ["model.checkpoint="],  # no checkpoint: the run trains its initial model
         [*_coco("data", images, instances), *_coco("initial.data", images, instances),
-         *_coco("eval.data", images, instances), "stages.annotator=coco", f"stages.annotations={instances}", "initial.enabled=false",
+         *_coco("eval.data", images, instances), "stages.annotator=coco",
+         f"stages.annotations={instances}", "initial.enabled=false",
          "tracking.register_model=sam-test", "train.time_limit_s=30"],
         ["stages.annotator=human", "eval.enabled=false", "tracking.enabled=false"],
     ]  # fmt: skip

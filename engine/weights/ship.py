@@ -2,7 +2,8 @@
 
     python -m engine.weights.ship RUN_DIR NAME [OVERRIDE ...]
 
-(OVERRIDE: the Hydra overrides the run was started with) writes ``engine/weights/NAME.pt`` (the run's weights-only ``checkpoints/model.pt``),
+(OVERRIDE: the Hydra overrides the run was started with) writes ``engine/weights/NAME.pt``
+(the run's weights-only ``checkpoints/model.pt``),
 ``NAME.yaml`` (its resolved config) and ``NAME.json`` (provenance: command, SHA-256, steps,
 training seconds, evaluation). ``make weights`` rebuilds ``mobile_public`` this way.
 """
