@@ -7,20 +7,23 @@
 Input: synthetic scenes, COCO, or SA-1B-format shards (``data=``); start: a preset at random
 init or a checkpoint (``model.checkpoint``); output: ``<run_dir>/checkpoints/model.pt`` (the
 weights, official format) and ``train.pt`` (weights + optimizer + step: resuming). Running
-the same command again resumes from ``train.pt`` (same MLflow run) or, when the run is
-complete, does nothing. Logs to MLflow: the resolved config as params, loss and lr per step,
-the evaluation metrics, the checkpoint as an artifact (a new registered model version with
-``tracking.register_model=NAME``). Exit status: 0 done, 1 failed, 2 bad config.
+the same command again resumes from ``train.pt`` (same MLflow run); when the run is complete
+it retrains for another ``train.steps`` steps if the data changed (new shards), else does
+nothing (``stages.train_plan``). Logs to MLflow: the resolved config as params, loss and lr
+per step, the evaluation metrics, the checkpoint as an artifact (a new registered model
+version with ``tracking.register_model=NAME``). Exit status: 0 done, 1 failed, 2 bad config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,11 @@ from typing import Any
 import torch
 
 from engine.data import ImageSource, iter_items
+from engine.data.fingerprint import source_fingerprint
 from engine.tracking import Tracker
 from engine.train.loop import TrainOptions
 from engine.weights import resolve_checkpoint
+from stages.train_plan import plan_segment
 
 logger = logging.getLogger("sa_engine.train")
 
@@ -154,8 +159,10 @@ def run_train_job(
     resolved_config: dict[str, Any],
     config_yaml: str,
 ) -> dict[str, Any]:
-    """Train, evaluate and log one run; resumes from ``run_dir`` when it holds a checkpoint.
+    """Train, evaluate and log one run; resumes from ``run_dir`` when it holds a checkpoint,
+    and retrains a finished run when its data changed (``stages.train_plan``).
 
+    ``options.steps`` is the length of a segment (the whole run when the data never changes).
     Returns the run's state dict (also written to ``run_dir/state.json``).
     """
     from engine.model import build_sam, save_checkpoint
@@ -167,16 +174,31 @@ def run_train_job(
     state = _read_state(run_dir)
     checkpoint = run_dir / CHECKPOINT
     done_step = int(load_checkpoint(checkpoint)["step"]) if checkpoint.exists() else 0
-    if state.get("status") == "complete" and done_step >= options.steps:
-        logger.info("run %s is already complete (%d steps); nothing to do", run_dir, done_step)
+    fingerprint = source_fingerprint(source, data_limit)
+    segment, reason = plan_segment(state, done_step, options.steps, fingerprint)
+    if segment is None:
+        logger.info("run %s is already complete (%d steps) and %s", run_dir, done_step, reason)
+        if "fingerprint" not in state:
+            state["fingerprint"] = fingerprint
+            _write_state(run_dir, state)
         return state
+    if segment.retrain:
+        logger.info("run %s: %s; retraining for %d more steps", run_dir, reason, options.steps)
+    options = dataclasses.replace(options, steps=segment.target, schedule_start=segment.start)
     truncate_step_log(run_dir / STEP_LOG, done_step)
     build_model = partial(build_sam, preset, start_checkpoint, drop_path_rate=drop_path)
     with tracker.run(run_dir.name, run_id=state.get("mlflow_run_id")) as run_id:
         if state.get("mlflow_run_id") is None:
             tracker.log_params(resolved_config)
-        state.update(mlflow_run_id=run_id, status="training", steps=options.steps)
+        state.update(
+            mlflow_run_id=run_id,
+            status="training",
+            steps=options.steps,
+            segment_start=segment.start,
+        )
         _write_state(run_dir, state)
+        if segment.retrain:
+            tracker.log_metrics({"segment_start": segment.start}, step=segment.start)
         tracker.log_artifact(run_dir / "config.yaml")
         if evaluation.before and evaluation.source is not None and done_step == 0:
             before = _evaluate(build_model(), evaluation)
@@ -202,28 +224,35 @@ def run_train_job(
         )
         trained = build_sam(preset, checkpoint)
         save_checkpoint(trained, run_dir / MODEL)
+        step = int(load_checkpoint(checkpoint)["step"])
         seconds = sum(r["seconds"] for r in history)
         images = sum(r["images"] for r in history)
         summary = {"train_seconds": seconds, "samples_per_s": images / seconds if seconds else 0}
-        tracker.log_metrics(summary)
+        tracker.log_metrics(summary, step=step)
         metrics: dict[str, float] = {}
         if evaluation.source is not None:
             metrics = _evaluate(trained, evaluation)
             (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2))
-            tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+            tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=step)
             tracker.log_artifact(run_dir / "eval.json")
             logger.info("evaluation: %s", metrics)
         if register_model:
             state["model_version"] = tracker.register_checkpoint(run_dir / MODEL, register_model)
         else:
             tracker.log_artifact(run_dir / MODEL, artifact_path="checkpoint")
-        step = int(load_checkpoint(checkpoint)["step"])
+        complete = step >= options.steps
         state.update(
-            status="complete" if step >= options.steps else "stopped",
+            status="complete" if complete else "stopped",
             step=step,
             eval=metrics,
             **summary,
         )
+        if complete:
+            finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            state["fingerprint"] = fingerprint
+            state.setdefault("history", []).append(
+                {"step": step, "fingerprint": fingerprint, "finished_at": finished_at}
+            )
         _write_state(run_dir, state)
     return state
 

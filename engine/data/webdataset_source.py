@@ -66,6 +66,16 @@ class WebDatasetSource:
         """Shard paths/URLs in reading order."""
         return [prefix + path for _, path, prefix in self._shards]
 
+    def shard_sizes(self) -> list[tuple[str, int]]:
+        """``(path/URL, size in bytes)`` per shard in reading order (-1: missing); no shard
+        is opened."""
+        sizes = []
+        for fs, path, prefix in self._shards:
+            info = fs.get_file_info(path)
+            size = info.size if info.type == pafs.FileType.File and info.size is not None else -1
+            sizes.append((prefix + path, int(size)))
+        return sizes
+
     def entries(self) -> Iterator[SourceEntry]:
         """One entry per sample (and per problem found in the tar headers), lazily."""
         index = 0

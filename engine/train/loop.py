@@ -51,7 +51,9 @@ class TrainOptions:
     the defaults are off).
     ``grad_clip``: max global gradient norm (0 = off). ``autocast``: "auto" = bf16 on CUDA,
     float32 on CPU; "bf16" = bf16 on any device; "off". ``checkpoint_every``: save every so
-    many steps (0 = only at the end).
+    many steps (0 = only at the end). ``schedule_start``: the optimizer step where the lr
+    schedule begins — warm-up and ``decay_steps`` count from it (a retraining segment that
+    continues a finished run from step S to S + n sets it to S; 0 otherwise).
     """
 
     steps: int = 1000
@@ -76,6 +78,7 @@ class TrainOptions:
     seed: int = 0
     checkpoint_every: int = 0
     checkpoint_every_s: float = 0.0
+    schedule_start: int = 0
 
     def __post_init__(self) -> None:
         self.decay_steps = tuple(int(s) for s in self.decay_steps)
@@ -89,6 +92,11 @@ class TrainOptions:
         for name in ("steps", "images_per_step", "masks_per_image", "num_iterations"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= int(self.schedule_start) < int(self.steps):
+            raise ValueError(
+                f"schedule_start must be in [0, steps), got {self.schedule_start} "
+                f"(steps={self.steps})"
+            )
         if self.autocast not in AUTOCAST:
             raise ValueError(f"autocast must be one of {AUTOCAST}, got {self.autocast!r}")
 
@@ -237,6 +245,7 @@ def train(
                     "warmup_steps": options.warmup_steps,
                     "decay_steps": list(options.decay_steps),
                     "decay_factor": options.decay_factor,
+                    "start": options.schedule_start,
                     "step": step,
                 },
                 "step": step,
@@ -257,7 +266,11 @@ def train(
     for step in range(start, options.steps):
         tic = time.perf_counter()
         lr = lr_at(
-            step, options.lr, options.warmup_steps, options.decay_steps, options.decay_factor
+            max(step - options.schedule_start, 0),
+            options.lr,
+            options.warmup_steps,
+            options.decay_steps,
+            options.decay_factor,
         )
         set_lr(optimizer, lr)
         data_generator.manual_seed(_mix(options.seed, 2, rank, step))
