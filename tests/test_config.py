@@ -13,11 +13,12 @@ def test_defaults_compose_into_typed_dataclasses(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the config dir is found from the package, not the cwd
     job, resolved, text = load_train_job([])
     assert isinstance(job, TrainJobConfig)
-    assert isinstance(job.model, ModelConfig) and job.model.preset == "tiny"
+    assert isinstance(job.model, ModelConfig) and job.model.preset == "mobile"
     assert isinstance(job.train, TrainConfig) and isinstance(job.eval.data, DataConfig)
-    assert job.data.split == "train" and job.eval.data.split == "heldout"
-    assert resolved["train"]["lr"] == pytest.approx(8e-4)
-    assert "masks_per_image: 64" in text
+    # the CPU recipe of configs/train_job.yaml on the public split (docs/training.md)
+    assert job.data.split == "public" and job.eval.data.split == "heldout"
+    assert resolved["train"]["lr"] == pytest.approx(1e-3)
+    assert "masks_per_image: 16" in text and "mask_loss: bce" in text
     assert not (tmp_path / "outputs").exists()  # compose API: no output folders
 
 
