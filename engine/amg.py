@@ -304,9 +304,17 @@ class AutomaticMaskGenerator:
 def to_mask_records(
     annotations: list[dict], provenance: Provenance | None = None
 ) -> list[MaskRecord]:
-    """``MaskRecord``s for generator output (each gets its own copy of ``provenance``)."""
+    """``MaskRecord``s for generator output (each gets its own copy of ``provenance``).
+
+    Empty masks are dropped: with ``stability_score_thresh=0`` and no region filter the
+    generator (like the official one) returns them, and their stability is 0/0.
+    """
     base = provenance or Provenance()
-    return [MaskRecord.from_json(ann, provenance=Provenance(**vars(base))) for ann in annotations]
+    return [
+        MaskRecord.from_json(ann, provenance=Provenance(**vars(base)))
+        for ann in annotations
+        if ann["area"] > 0
+    ]
 
 
 def _annotations(data: CropMasks) -> list[dict]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import masks as mask_ops
-from engine.amg import AutomaticMaskGenerator
+from engine.amg import AutomaticMaskGenerator, to_mask_records
 from engine.annotators.detections import Detections
 from engine.annotators.simulated import AnnotatedMask, SimulatedAnnotator
 from engine.model import SamPredictor
@@ -129,10 +129,7 @@ class SemiAutomaticTask:
         if self.detections is not None:
             return self._prefill_from_boxes(predictor, item, provenance)
         generator = AutomaticMaskGenerator(predictor.model, **self.prefill)
-        annotations = generator.generate(item.image)
-        return [
-            MaskRecord.from_json(a, provenance=Provenance(**vars(provenance))) for a in annotations
-        ]
+        return to_mask_records(generator.generate(item.image), provenance)
 
     def _prefill_from_boxes(
         self, predictor: SamPredictor, item: ImageItem, provenance: Provenance
@@ -186,12 +183,5 @@ class FullyAutomaticTask:
         generator = AutomaticMaskGenerator.from_preset(
             self.preset, predictor.model, **self.generator
         )
-        annotations = generator.generate(item.image)
         provenance = Provenance(stage=self.stage, round=self.round, source=SOURCE_MODEL)
-        return image_record(
-            item,
-            [
-                MaskRecord.from_json(a, provenance=Provenance(**vars(provenance)))
-                for a in annotations
-            ],
-        )
+        return image_record(item, to_mask_records(generator.generate(item.image), provenance))

@@ -26,6 +26,7 @@ FAIL_WRITES_ENV = "SA_TEST_FAIL_WRITES"
 # retrains (4 optimizer steps, a training checkpoint after each), stage 2 none, stage 3 the
 # other two. No initial pre-training, evaluation, audit or MLflow: they are not what is tested.
 MINI = [
+    "model=tiny",
     "data.count=3",
     "data.height=96",
     "data.width=128",

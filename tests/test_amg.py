@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from amg_peer import planted_pair, shapes_image
 
+from engine import masks as mask_ops
 from engine.amg import PRESETS, AutomaticMaskGenerator, to_mask_records
 from engine.amg_decode import decode_points
 from engine.amg_upsample import UpsamplePlan
@@ -122,6 +123,22 @@ def test_records_are_sa1b(models, image: np.ndarray) -> None:
     assert records[0].provenance.stage == "stage3"
     record = ImageRecord(image_id=9, width=256, height=192, file_name="a.jpg", annotations=records)
     assert validate(record) == []
+
+
+def test_empty_masks_are_not_records() -> None:
+    """With no stability threshold the generator returns empty masks (stability 0/0 = NaN, as
+    in the official code); they never become mask records."""
+    empty = mask_ops.mask_to_rle(np.zeros((4, 6), dtype=bool))
+    one = mask_ops.mask_to_rle(np.pad(np.ones((1, 1), dtype=bool), ((1, 2), (2, 3))))
+    common = {"predicted_iou": 0.5, "crop_box": [0, 0, 6, 4], "point_coords": [[2.0, 1.0]]}
+    anns = [
+        {"id": 0, "segmentation": empty, "bbox": [0, 0, 0, 0], "area": 0,
+         "stability_score": float("nan"), **common},
+        {"id": 1, "segmentation": one, "bbox": [2, 1, 1, 1], "area": 1,
+         "stability_score": 1.0, **common},
+    ]  # fmt: skip
+    records = to_mask_records(anns)
+    assert [r.area for r in records] == [1]
 
 
 def test_batch_equals_single_images(models) -> None:

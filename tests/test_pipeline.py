@@ -21,8 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A run small enough for CI: 6 images of 96×128 — stage 1: 2 rounds × 1, stage 2: 1 round × 1,
 # stage 3: the other 3; two optimizer steps per training; thresholds that let a barely trained
-# model emit masks.
+# model emit masks. The tiny model from random init, studio scenes: the mechanics, not quality
+# (test_pipeline_tracking runs the default shipped model).
 SMALL = [
+    "model=tiny",
+    "data.style=studio",
+    "eval.data.style=studio",
     "data.count=6",
     "data.height=96",
     "data.width=128",
