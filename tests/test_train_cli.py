@@ -124,6 +124,9 @@ def test_help_and_cfg_print_without_training(capsys):
     from stages.cli import main
 
     assert main(["train", "--help"]) == 0
-    assert "model: mobile, mobile_public, mobile_sam, tiny, vit_b, vit_h, vit_l" in capsys.readouterr().out
+    assert (
+        "model: mobile, mobile_public, mobile_sam, tiny, vit_b, vit_h, vit_l"
+        in capsys.readouterr().out
+    )
     assert main(["train", "--cfg", "train.steps=9"]) == 0
     assert "steps: 9" in capsys.readouterr().out
