@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{summary.images} images, {summary.annotations} masks written to {summary.path}")
     if summary.holes_filled:
-        print(f"{summary.holes_filled} masks had holes that polygons cannot keep (use --format rle)")
+        print(
+            f"{summary.holes_filled} masks had holes that polygons cannot keep (use --format rle)"
+        )
     if args.images:
         print(f"images: {args.images}")
     return 0

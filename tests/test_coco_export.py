@@ -15,6 +15,7 @@ import pytest
 from dataset_support import make_image, make_record
 from PIL import Image
 from pycocotools.coco import COCO
+from reliability_support import output, run_args, sa_engine
 from scipy import ndimage
 
 from engine.annotators.coco_import import CocoImportTask, load_corrected_masks
@@ -26,6 +27,7 @@ from engine.masks import mask_bbox_xywh, mask_to_rle, rle_to_mask
 from engine.records import ImageItem
 from engine.sa1b import MaskRecord
 from stages import export_coco_cmd
+from stages.cli import main as sa_engine_main
 
 # prefix, stage, round, [(key, seed, file_name)]
 LAYOUT = [
@@ -79,7 +81,9 @@ def test_every_mask_decodes_with_pycocotools_to_the_shard_mask(run_dir, tmp_path
     expected = shard_masks(run_dir)
     assert summary.images == 5 and summary.annotations == sum(len(m) for m in expected.values())
     assert sorted(img["file_name"] for img in coco.dataset["images"]) == sorted(expected)
-    assert coco.loadCats(coco.getCatIds()) == [{"id": 1, "name": "object", "supercategory": "object"}]
+    assert coco.loadCats(coco.getCatIds()) == [
+        {"id": 1, "name": "object", "supercategory": "object"}
+    ]
     for ann in coco.dataset["annotations"]:
         image = coco.imgs[ann["image_id"]]
         want = expected[image["file_name"]][ann["sa_engine_annotation_id"]]
@@ -191,7 +195,9 @@ def test_export_reimports_through_the_coco_annotator(run_dir, tmp_path):
     path = export_coco(run_dir, tmp_path / "run.json", segmentation="polygon").path
     corrected = load_corrected_masks(path)
     for key, _, record in ShardReader(run_dir / "shards", decode_images=False):
-        item = ImageItem(key, np.zeros((record.height, record.width, 3), np.uint8), record.file_name)
+        item = ImageItem(
+            key, np.zeros((record.height, record.width, 3), np.uint8), record.file_name
+        )
         back = CocoImportTask(corrected, stage="semi_automatic", round=3)(None, item)
         masks = [rle_to_mask(a.segmentation) for a in back.annotations]
         # polygons: the ring (id 9) comes back with its hole filled, every other mask as is
@@ -211,7 +217,73 @@ def test_cli_exports_and_reports_errors(run_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 images" in printed and "1 masks had holes" in printed
     assert {img["file_name"] for img in json.loads(out.read_text())["images"]} == {"c.png", "d.jpg"}
-    assert export_coco_cmd.main([str(run_dir), "--out", str(out), "--stage", "1", "--round", "1"]) == 2
+    assert (
+        export_coco_cmd.main([str(run_dir), "--out", str(out), "--stage", "1", "--round", "1"]) == 2
+    )
     assert "no image" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         export_coco_cmd.main([str(run_dir), "--out", str(out), "--stage", "4"])
+
+
+# -- the whole round trip: sa-engine run → export-coco → edit → sa-engine run annotator=coco --
+
+
+def _polygon_rectangle(x0: int, y0: int, x1: int, y1: int) -> list[list[float]]:
+    """A polygon a labelling tool would write for pixels x0..x1-1, y0..y1-1 (pixel corners)."""
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def test_run_export_edit_reimport_finds_the_edits(tmp_path):
+    first = sa_engine(*run_args(tmp_path, "first"))
+    assert first.returncode == 0, output(first)
+    exported = tmp_path / "first.json"
+    argv = ["export-coco", str(tmp_path / "first"), "--out", str(exported)]
+    assert sa_engine_main([*argv, "--images", str(tmp_path / "images")]) == 0
+    document = json.loads(exported.read_text())
+    assert len(document["images"]) == 3  # stage 1's image and stage 3's two
+
+    # the corrections: one mask redrawn as a polygon, one mask deleted, one mask added
+    by_name = {img["file_name"]: img["id"] for img in document["images"]}
+    anns = document["annotations"]
+    per_image = {i: [a for a in anns if a["image_id"] == i] for i in by_name.values()}
+    crowded = max(per_image, key=lambda i: len(per_image[i]))
+    assert len(per_image[crowded]) >= 2, "the first run gave no image two masks to edit"
+    redrawn, deleted = per_image[crowded][0], per_image[crowded][-1]
+    redrawn["segmentation"] = _polygon_rectangle(10, 20, 40, 30)
+    anns.remove(deleted)
+    other = next(i for i in by_name.values() if i != crowded)
+    anns.append({"id": 999, "image_id": other, "category_id": 1, "iscrowd": 0,
+                 "segmentation": _polygon_rectangle(60, 5, 70, 50)})  # fmt: skip
+    corrected = tmp_path / "corrected.json"
+    corrected.write_text(json.dumps(document))
+
+    second = sa_engine(
+        *run_args(tmp_path, "second"),
+        "stages.annotator=coco",
+        f"stages.annotations={corrected}",
+        "stages.assisted_manual.images_per_round=3",  # every image is annotated from the file
+        "stages.assisted_manual.retrain=false",
+    )
+    assert second.returncode == 0, output(second)
+    got = {name: list(m.values()) for name, m in shard_masks(tmp_path / "second").items()}
+    coco = COCO(str(corrected))
+    want = {
+        name: [coco.annToMask(a).astype(bool) for a in coco.imgToAnns[image_id]]
+        for name, image_id in by_name.items()
+    }
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert len(got[name]) == len(want[name]), name
+        assert all(np.array_equal(g, w) for g, w in zip(got[name], want[name])), name
+    crowded_name = next(n for n, i in by_name.items() if i == crowded)
+    other_name = next(n for n, i in by_name.items() if i == other)
+    rectangle = np.zeros_like(got[crowded_name][0])
+    rectangle[20:30, 10:40] = True
+    assert np.array_equal(got[crowded_name][0], rectangle)
+    assert len(got[crowded_name]) == len(per_image[crowded]) - 1
+    added = np.zeros_like(rectangle)
+    added[5:50, 60:70] = True
+    assert np.array_equal(got[other_name][-1], added)
+    rows = read_mask_index(tmp_path / "second" / "index").to_pylist()
+    assert len(rows) == len(anns)
+    assert {(r["source"], r["stage"]) for r in rows} == {("annotator", "assisted_manual")}
