@@ -32,11 +32,14 @@ import copy
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.model.predictor import ImageEmbedding
 from engine.model.sam import Sam
+from engine.model.transforms import ResizeLongestSide
 
 INPUT_NAMES = (
     "image_embeddings",
@@ -49,6 +52,12 @@ INPUT_NAMES = (
 OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
 OPSETS = range(14, 21)  # 14 … 20: scaled_dot_product_attention exports from 14 on
 DEFAULT_OPSET = 17
+
+
+def check_opset(opset: int) -> None:
+    """ValueError unless ``opset`` is an integer in 14 … 20."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise ValueError(f"opset must be an integer in [{OPSETS[0]}, {OPSETS[-1]}], got {opset!r}")
 
 
 class SamOnnxModel(nn.Module):
@@ -126,6 +135,48 @@ class SamOnnxModel(nn.Module):
         return self._upscale(low_res, orig_im_size), iou, low_res
 
 
+def decoder_inputs(
+    embedding: ImageEmbedding,
+    img_size: int,
+    point_coords: np.ndarray | None = None,
+    point_labels: np.ndarray | None = None,
+    box: np.ndarray | None = None,
+    mask_input: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The exported graph's inputs for one prompt, in original-image pixels (like
+    :meth:`SamPredictor.predict`): ``point_coords`` N×2 ``(x, y)``, ``point_labels`` N,
+    ``box`` XYXY, ``mask_input`` 1×4h×4w low-res logits. ``img_size``: the model input side.
+    """
+    transform = ResizeLongestSide(img_size)
+    coords = np.zeros((0, 2))
+    labels = np.zeros(0)
+    if (point_coords is None) != (point_labels is None):
+        raise ValueError("point_coords and point_labels must be given together")
+    if point_coords is not None:
+        coords = transform.apply_coords(
+            np.asarray(point_coords, dtype=float), embedding.original_size
+        )
+        labels = np.asarray(point_labels, dtype=float).reshape(-1)
+    if box is not None:  # the corners are two points labelled 2 and 3
+        corners = transform.apply_boxes(np.asarray(box).reshape(1, 4), embedding.original_size)
+        coords = np.concatenate([coords, corners.reshape(2, 2)])
+        labels = np.concatenate([labels, [2.0, 3.0]])
+    else:  # without a box, one padding point (label -1)
+        coords = np.concatenate([coords, np.zeros((1, 2))])
+        labels = np.concatenate([labels, [-1.0]])
+    _, _, h, w = embedding.features.shape
+    has_mask = mask_input is not None
+    mask = np.zeros((1, 1, 4 * h, 4 * w)) if not has_mask else np.asarray(mask_input)
+    return {
+        "image_embeddings": embedding.features.detach().float().cpu().numpy(),
+        "point_coords": coords[None].astype(np.float32),
+        "point_labels": labels[None].astype(np.float32),
+        "mask_input": mask.reshape(1, 1, 4 * h, 4 * w).astype(np.float32),
+        "has_mask_input": np.array([float(has_mask)], dtype=np.float32),
+        "orig_im_size": np.array(embedding.original_size, dtype=np.float32),
+    }
+
+
 def dummy_inputs(model: Sam, num_points: int = 5) -> dict[str, torch.Tensor]:
     """Example inputs of the exported graph (random embedding, ``num_points`` points)."""
     dim = model.prompt_encoder.embed_dim
@@ -154,8 +205,7 @@ def export_decoder_onnx(
     ``point_labels`` dynamic on axis 1 (the number of points). ``opset``: 14 … 20. The model
     is exported in float32 on the CPU; ``model`` itself is left as it was. Returns the path.
     """
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
-        raise ValueError(f"opset must be an integer in [{OPSETS[0]}, {OPSETS[-1]}], got {opset!r}")
+    check_opset(opset)
     if not isinstance(model, Sam):
         raise TypeError(f"model must be an engine.model.Sam, got {type(model).__name__}")
     path = Path(path)
@@ -167,6 +217,8 @@ def export_decoder_onnx(
     with warnings.catch_warnings():
         # shape checks in the decoder become constants of the trace: N is the only dynamic axis
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # return_single_mask's row/column gather: its indices are never negative
+        warnings.filterwarnings("ignore", "Exporting aten::index operator", UserWarning)
         torch.onnx.export(
             wrapper,
             tuple(inputs.values()),
@@ -179,3 +231,27 @@ def export_decoder_onnx(
             dynamo=False,
         )
     return path
+
+
+def verify_decoder_onnx(
+    model: Sam, path: str | Path, return_single_mask: bool = False
+) -> dict[str, float]:
+    """Run the file at ``path`` in onnxruntime and the PyTorch wrapper on the same random
+    inputs (1 and 4 points, with and without a mask input, two image sizes); returns the
+    largest absolute difference per output name."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wrapper = copy.deepcopy(SamOnnxModel(model, return_single_mask)).float().cpu().eval()
+    worst = dict.fromkeys(OUTPUT_NAMES, 0.0)
+    for num_points, has_mask, size in ((1, 0.0, (1500, 2250)), (4, 1.0, (480, 320))):
+        inputs = dummy_inputs(model, num_points)
+        inputs["has_mask_input"] = torch.tensor([has_mask])
+        inputs["orig_im_size"] = torch.tensor(size, dtype=torch.float32)
+        expected = wrapper(**inputs)
+        got = session.run(list(OUTPUT_NAMES), {k: v.numpy() for k, v in inputs.items()})
+        for name, a, b in zip(OUTPUT_NAMES, got, expected):
+            if a.shape != tuple(b.shape):
+                raise RuntimeError(f"{name}: onnxruntime gave {a.shape}, PyTorch {tuple(b.shape)}")
+            worst[name] = max(worst[name], float(np.abs(a - b.numpy()).max()))
+    return worst
