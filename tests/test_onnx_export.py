@@ -151,14 +151,18 @@ def test_mask_input_is_ignored_without_has_mask_input(exported):
     point = {"point_coords": np.array([[120.0, 90.0]]), "point_labels": np.array([1])}
     embedding = predictor.get_embedding()
     side = model.prompt_encoder.mask_input_size
-    without = _run(sessions[False], decoder_inputs(embedding, model.image_encoder.img_size, **point))
+    without = _run(
+        sessions[False], decoder_inputs(embedding, model.image_encoder.img_size, **point)
+    )
     noise = decoder_inputs(embedding, model.image_encoder.img_size, **point)
     noise["mask_input"] = np.random.default_rng(0).normal(0, 5, (1, 1, *side)).astype(np.float32)
     with_noise = _run(sessions[False], noise)
     for name in OUTPUT_NAMES:
         np.testing.assert_allclose(with_noise[name], without[name], atol=1e-6, rtol=0)
     noise["has_mask_input"][:] = 1.0  # and it is used when flagged
-    assert np.abs(_run(sessions[False], noise)["low_res_masks"] - without["low_res_masks"]).max() > 0.1
+    assert (
+        np.abs(_run(sessions[False], noise)["low_res_masks"] - without["low_res_masks"]).max() > 0.1
+    )
 
 
 @pytest.mark.parametrize("opset", [14, 20])
