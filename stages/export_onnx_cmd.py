@@ -89,7 +89,11 @@ def export(
     )
     if not verify:
         return 0
-    errors = verify_decoder_onnx(model, path, return_single_mask=return_single_mask)
+    try:
+        errors = verify_decoder_onnx(model, path, return_single_mask=return_single_mask)
+    except ImportError as exc:
+        print(f"sa-engine export-onnx: {exc} (or pass verify=false)", file=sys.stderr)
+        return 1
     report = ", ".join(f"{name} {value:.2e}" for name, value in errors.items())
     if max(errors.values()) > tolerance:
         print(

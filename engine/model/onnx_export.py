@@ -239,7 +239,10 @@ def verify_decoder_onnx(
     """Run the file at ``path`` in onnxruntime and the PyTorch wrapper on the same random
     inputs (1 and 4 points, with and without a mask input, two image sizes); returns the
     largest absolute difference per output name."""
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError("verifying needs onnxruntime: pip install 'sa-engine[onnx]'") from exc
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wrapper = copy.deepcopy(SamOnnxModel(model, return_single_mask)).float().cpu().eval()
