@@ -65,8 +65,8 @@ class SamOnnxModel(nn.Module):
 
     Label-driven arithmetic replaces the prompt encoder's branches (points or boxes, mask or
     no mask), so a single graph serves every prompt. Multiplying by 0/1 and adding zeros is
-    exact: outputs equal the eager model's prompt encoder + decoder path bit for bit in
-    float32 up to kernel differences.
+    exact, so the outputs are the eager prompt encoder + decoder's up to float32 rounding.
+    Holds (does not copy) ``model``'s prompt encoder and mask decoder.
     """
 
     def __init__(self, model: Sam, return_single_mask: bool = False) -> None:
