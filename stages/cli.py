@@ -1,8 +1,8 @@
 """The ``sa-engine`` command: one entry point, one sub-command per job.
 
-``run`` (the default), ``train`` and ``annotate`` are Hydra apps (overrides like
-``model=tiny stages.rounds=2``); ``audit``, ``validate`` and ``export-coco`` take ordinary
-flags and paths.
+``run`` (the default), ``train`` and ``export-onnx`` are Hydra apps (overrides like
+``model=tiny stages.rounds=2``); ``annotate`` takes ``key=value`` arguments; ``audit``,
+``validate`` and ``export-coco`` take ordinary flags and paths.
 Each sub-command's module exposes ``main(argv: list[str]) -> int``.
 """
 
@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "stages.train_cmd",
     "annotate": "stages.annotate_cmd",
     "export-coco": "stages.export_coco_cmd",
+    "export-onnx": "stages.export_onnx_cmd",
 }
 
 

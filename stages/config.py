@@ -3,7 +3,8 @@
 Hydra composes them from ``configs/`` (``stages.hydra_app`` registers them so types and keys
 are validated) and the CLI unpacks them into plain arguments: nothing below the CLI takes a
 config object. Groups are shared by the jobs: ``model``, ``data``, ``cluster``, ``tracking``
-(and ``train`` for ``sa-engine train``; ``TrainJobConfig`` is its primary config).
+(and ``train`` for ``sa-engine train``; ``TrainJobConfig`` is its primary config;
+``ExportOnnxConfig`` is ``sa-engine export-onnx``'s).
 """
 
 from __future__ import annotations
@@ -219,3 +220,20 @@ class TrainJobConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run_dir: str = "runs/train"
     runs_root: str = "runs"
+
+
+@dataclass
+class ExportOnnxConfig:
+    """``sa-engine export-onnx``: the prompt encoder + mask decoder of ``model`` as ONNX.
+
+    ``out``: the ``.onnx`` file to write; ``opset``: ONNX opset, 14 … 20;
+    ``return_single_mask``: one mask per prompt instead of all four; ``verify``: run the file
+    in onnxruntime against the PyTorch model after writing it (fails above ``tolerance``).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    out: str = "decoder.onnx"
+    opset: int = 17
+    return_single_mask: bool = False
+    verify: bool = True
+    tolerance: float = 1e-3

@@ -20,7 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from stages.config import TrainJobConfig
+from stages.config import ExportOnnxConfig, TrainJobConfig
 from stages.run_config import RunConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -36,6 +36,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="train_job_schema", node=TrainJobConfig)
     store.store(name="run_schema", node=RunConfig)
+    store.store(name="export_onnx_schema", node=ExportOnnxConfig)
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -73,6 +74,12 @@ def load_train_job(overrides: list[str]) -> tuple[TrainJobConfig, dict[str, Any]
     cfg = compose_config("train_job", overrides)
     job = to_dataclass(cfg)
     return job, to_container(cfg), to_yaml(cfg)
+
+
+def load_export_onnx(overrides: list[str]) -> tuple[ExportOnnxConfig, str]:
+    """``sa-engine export-onnx`` overrides → (typed config, resolved YAML)."""
+    cfg = compose_config("export_onnx", overrides)
+    return to_dataclass(cfg), to_yaml(cfg)
 
 
 def groups_help() -> str:

@@ -14,11 +14,15 @@ class LayerNorm2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.num_channels = num_channels
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise channels-last with the fused kernel, then hand back a B×C×H×W view.
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        # Normalise channels-last with the fused kernel, then hand back a B×C×H×W view. The
+        # normalised shape is a plain int (not ``x.shape[1]``) so the ONNX tracer keeps it static.
+        y = F.layer_norm(
+            x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps
+        )
         return y.permute(0, 3, 1, 2)
 
 
