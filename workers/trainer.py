@@ -87,6 +87,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
         config=config["job_config"],
         time_limit_s=config["time_limit_s"],
         on_checkpoint=config["on_checkpoint"],
+        progress=False,  # no bars from a worker: the driver shows them (engine.progress)
     )
     summary = {"step": result.step, "seconds": result.seconds}
     if rank != 0:
