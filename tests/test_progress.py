@@ -106,6 +106,16 @@ def test_training_bar_counts_steps_and_shows_the_loss(dataset, monkeypatch, caps
     assert f"loss={result.history[-1].stats['loss']:.4f}" in last
 
 
+def test_retraining_between_rounds_shows_its_steps(monkeypatch, capsys, tmp_path):
+    """``stages.retrain.Retrainer`` (the initial model and every retraining) in-process."""
+    monkeypatch.setenv(ENV, "1")
+    source = SyntheticSource.from_split("train", 2, height=96, width=128)
+    summary = Retrainer(MICRO, _options(3)).train(source, None, tmp_path, "stage1-r00", steps=2)
+    assert summary["steps_done"] == 2
+    last = _final_line(capsys.readouterr().err)
+    assert last.startswith("train:") and "2/2" in last and "loss=" in last
+
+
 def test_training_is_quiet_when_not_a_terminal(dataset, capsys):
     torch.manual_seed(0)
     result = train(build_sam(MICRO), dataset, _options(1))
