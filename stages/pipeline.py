@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from engine.data.webdataset_source import WebDatasetSource
 from engine.dataset.quarantine import QuarantineLog, read_quarantine
 from engine.dataset.writer import ShardWriter, complete_shards, written_keys
 from engine.model import save_checkpoint
+from engine.progress import progress_bar
 from engine.records import QuarantineRecord
 from engine.tracking import Tracker
 from engine.work import ImageTask, ModelSpec, WorkResult
@@ -325,9 +325,14 @@ class Pipeline:
             else:
                 self.pool.set_model(ModelSpec(s.preset, checkpoint))
                 results = self.pool.map(todo, task)
-            for count, result in enumerate(results, 1):
-                self._write(writer, result)
-                self._progress(plan.prefix, count, len(todo))
+            enabled = None if s.show_progress else False
+            with progress_bar(len(todo), plan.prefix, unit="img", enabled=enabled) as bar:
+                quarantined = 0
+                for result in results:  # as the workers' results come back, in order
+                    self._write(writer, result)
+                    quarantined += result.quarantine is not None
+                    bar.set_postfix(quarantined=quarantined, refresh=False)
+                    bar.update(1)
         extra = task.round_stats(plan) if hasattr(task, "round_stats") else {}
         return time.perf_counter() - started, len(todo), extra
 
@@ -390,17 +395,6 @@ class Pipeline:
             print(message, flush=True)
         else:
             logger.info(message)
-
-    def _progress(self, prefix: str, count: int, total: int) -> None:
-        if not self.s.show_progress:
-            return
-        width = 30
-        filled = int(width * count / total)
-        end = "\n" if count == total else ""
-        sys.stdout.write(
-            f"\r  {prefix} [{'#' * filled}{'.' * (width - filled)}] {count}/{total}{end}"
-        )
-        sys.stdout.flush()
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,11 +64,18 @@ SMALL = [
 ]
 
 
-def sa_engine(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def sa_engine(
+    *args: str, timeout: float = 900, progress: str | None = None
+) -> subprocess.CompletedProcess:
+    """``sa-engine run ARGS`` with ``SA_ENGINE_PROGRESS=progress`` (unset when None)."""
+    env = _env()
+    env.pop("SA_ENGINE_PROGRESS", None)
+    if progress is not None:
+        env["SA_ENGINE_PROGRESS"] = progress
     return subprocess.run(
         [sys.executable, "-m", "stages.cli", "run", *args],
         cwd=REPO,
-        env=_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -125,6 +133,7 @@ def test_local_run_writes_a_valid_dataset(local_run):
     for line in ("round", "stage1-r00", "stage3-r00", "initial model"):
         assert line in (run_dir / "summary.txt").read_text()
     assert "run directory:" in result.stdout and "mlflow ui" in result.stdout
+    assert "%|" not in result.stderr + result.stdout  # not a terminal: no progress bar
     audit = json.loads((run_dir / "audit" / "audit.json").read_text())
     assert set(audit["iou_above"]) == {"0.50", "0.75", "0.90"}
     assert (run_dir / "audit" / "audit.html").is_file()
@@ -183,8 +192,22 @@ def test_two_ray_workers_give_the_same_dataset(local_run, tmp_path):
     root, run_dir, _ = local_run
     # a 9-image source cut to the same 6 by data.limit (stage 3 would take 6 otherwise)
     more = ("data.count=9", "data.limit=6")
-    result = sa_engine(*_args(tmp_path, "ray", "cluster.workers=2", "cluster.num_cpus=2", *more))
+    args = _args(tmp_path, "ray", "cluster.workers=2", "cluster.num_cpus=2", *more)
+    result = sa_engine(*args, progress="1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # forced on: the driver's bars, each round's images as the Ray workers' results come back
+    err = result.stderr
+    for prefix, n in (("stage1-r00", 1), ("stage1-r01", 1), ("stage2-r00", 1), ("stage3-r00", 3)):
+        bar = rf"(?:^|\r){prefix}:[^\r\n]* {n}/{n} "
+        assert re.search(bar, err, re.M), (prefix, err[-3000:])
+    # the initial model + 3 retrainings, 2 steps each: every bar starts at 0/2 and ends at 2/2
+    # (text=True turns tqdm's carriage returns into newlines: one frame per line)
+    frames = [line for line in err.splitlines() if line.startswith("train:")]
+    starts = [i for i, frame in enumerate(frames) if " 0/2 " in frame]
+    assert len(starts) == 4, err[-3000:]
+    for begin, end in zip(starts, [*starts[1:], len(frames)]):
+        assert any(" 2/2 " in f and "loss=" in f for f in frames[begin:end]), frames[begin:end]
+    assert re.search(r"(?:^|\r)audit:[^\r\n]*100%", err, re.M), err[-3000:]
     assert dataset_contents(tmp_path / "ray") == dataset_contents(run_dir)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,12 @@ from engine.train.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sa_engine(*args: str) -> subprocess.CompletedProcess:
+def sa_engine(*args: str, progress: str | None = None) -> subprocess.CompletedProcess:
+    """``sa-engine train ARGS`` with ``SA_ENGINE_PROGRESS=progress`` (unset when None)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env.pop("SA_ENGINE_PROGRESS", None)
+    if progress is not None:
+        env["SA_ENGINE_PROGRESS"] = progress
     return subprocess.run(
         [sys.executable, "-m", "stages.cli", "train", *args],
         cwd=REPO,
@@ -52,7 +57,7 @@ def finished_run(tmp_path_factory):
         f"run_dir={root / 'run'}",
         f"runs_root={root}",
     ]
-    first = sa_engine(*args)
+    first = sa_engine(*args, progress="1")
     return root, args, first
 
 
@@ -68,6 +73,9 @@ def test_train_writes_checkpoints_and_logs_to_mlflow(finished_run):
     build_sam("tiny", checkpoint=run_dir / "checkpoints" / "model.pt")  # loads strictly
     assert "model: tiny" not in (run_dir / "config.yaml").read_text()  # resolved, nested
     assert "preset: tiny" in (run_dir / "config.yaml").read_text()
+    # forced on: a step bar with the loss (frames start a line or follow a carriage return)
+    bars = re.findall(r"(?:^|\r)(train: [^\r\n]*)", first.stderr, re.M)
+    assert bars and "3/3" in bars[-1] and "loss=" in bars[-1], first.stderr[-3000:]
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     run = client.get_run(state["mlflow_run_id"])
@@ -102,6 +110,7 @@ def test_more_steps_resume_from_the_run_directory(finished_run):
     more = sa_engine(*[a for a in args if not a.startswith("train.steps")], "train.steps=4")
     assert more.returncode == 0, more.stderr[-3000:]
     assert "from step 3 to 4" in more.stderr
+    assert "step/s" not in more.stderr  # stderr is a pipe: no progress bar
     state = json.loads((root / "run" / "state.json").read_text())
     assert state["step"] == 4 and state["status"] == "complete"
     steps = [json.loads(line)["step"] for line in (root / "run" / "train_log.jsonl").open()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 
@@ -35,9 +36,9 @@ MICRO = {
 }
 
 
-def test_two_worker_fit(tmp_path, monkeypatch):
+def test_two_worker_fit(tmp_path, monkeypatch, capsys):
     """Relative paths (as from ``sa-engine train run_dir=runs/x``) land in the caller's
-    directory, not in the Ray workers' own."""
+    directory, not in the Ray workers' own. The driver shows rank 0's steps as a bar."""
     from workers.cluster import local_cluster
     from workers.trainer import fit_distributed
 
@@ -55,11 +56,15 @@ def test_two_worker_fit(tmp_path, monkeypatch):
             num_workers=2,
             on_step=JsonlStepLog("log.jsonl"),
             storage_path="ray",
+            progress=True,
         )
         assert ray.is_initialized()
     assert not ray.is_initialized()  # the context manager shut down what it started
     assert result.step == 3 and result.num_workers == 2
     assert [r["step"] for r in result.history] == [1, 2, 3]
+    bars = re.findall(r"(?:^|\r)(train: [^\r\n]*)", capsys.readouterr().err, re.M)
+    assert bars and "3/3" in bars[-1], bars
+    assert f"loss={result.history[-1]['loss']:.4f}" in bars[-1]
     assert all(r["images"] == 2 for r in result.history)  # 1 image per worker per step
     assert result.samples_per_second > 0
     assert [r["step"] for r in read_step_log(tmp_path / "log.jsonl")] == [1, 2, 3]

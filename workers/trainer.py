@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import ray
 import torch
 from torch import nn
 
+from engine.progress import progress_bar, progress_enabled
 from engine.train.data import TrainDataset
 from engine.train.loop import StepRecord, TrainOptions, train
 from engine.train.steplog import record_to_dict
@@ -68,11 +70,14 @@ def _worker_loop(config: dict[str, Any]) -> None:
     model: nn.Module = config["build_model"]()
     dataset: TrainDataset = config["load_dataset"](rank, world)
     user_on_step = config["on_step"] if rank == 0 else None
+    progress_queue = config["progress_queue"] if rank == 0 else None
     history: list[dict[str, Any]] = []
 
     def on_step(record: StepRecord) -> None:
         if rank == 0:
             history.append(record_to_dict(record))
+            if progress_queue is not None:
+                progress_queue.put_nowait((record.step, record.stats["loss"], record.lr))
             if user_on_step is not None:
                 user_on_step(record)
 
@@ -87,6 +92,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
         config=config["job_config"],
         time_limit_s=config["time_limit_s"],
         on_checkpoint=config["on_checkpoint"],
+        progress=False,  # no bars from a worker: the driver shows them (engine.progress)
     )
     summary = {"step": result.step, "seconds": result.seconds}
     if rank != 0:
@@ -112,9 +118,14 @@ def fit_distributed(
     storage_path: str | Path | None = None,
     time_limit_s: float | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    progress: bool | None = None,
 ) -> DistributedResult:
     """Train on ``num_workers`` Ray Train workers; Ray must be initialised (see
-    ``workers.cluster``). Returns rank 0's report."""
+    ``workers.cluster``). Returns rank 0's report.
+
+    ``progress``: a step bar in this (the driver) process, fed by rank 0 through a Ray queue
+    (``engine.progress``: None = ``$SA_ENGINE_PROGRESS`` or a terminal); workers print nothing.
+    """
     if not ray.is_initialized():
         raise RuntimeError("Ray is not initialised: call workers.cluster.start_cluster() first")
     if num_workers < 1:
@@ -128,6 +139,12 @@ def fit_distributed(
         os.environ.setdefault(name, value)
     storage = Path(storage_path or tempfile.mkdtemp(prefix="sa-engine-ray-train-"))
     checkpoint_path = Path(checkpoint_path).resolve()  # workers run in their own directory
+    queue = None
+    if progress_enabled(progress):
+        from ray.util.queue import Queue
+
+        # 0 CPUs: the Train workers may hold every CPU of a small cluster (STACK.md deadlock)
+        queue = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={
@@ -141,6 +158,7 @@ def fit_distributed(
             "threads": cpus_per_worker,
             "time_limit_s": time_limit_s,
             "on_checkpoint": on_checkpoint,
+            "progress_queue": queue,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -150,7 +168,11 @@ def fit_distributed(
         ),
         run_config=RunConfig(name="sa-engine-train", storage_path=str(storage.resolve())),
     )
-    result = trainer.fit()
+    if queue is None:
+        result = trainer.fit()
+    else:
+        with _DriverBar(queue, options.steps):
+            result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"Ray Train fit failed: {result.error}") from result.error
     if result.checkpoint is None:
@@ -164,3 +186,37 @@ def fit_distributed(
         checkpoint=checkpoint_path,
         num_workers=num_workers,
     )
+
+
+class _DriverBar:
+    """While in the block, a thread moves a step bar to what rank 0 put in ``queue``."""
+
+    def __init__(self, queue: Any, total: int) -> None:
+        self.queue, self.total = queue, total
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="sa-engine-progress", daemon=True)
+
+    def _follow(self) -> None:
+        from ray.util.queue import Empty
+
+        with progress_bar(self.total, "train", unit="step", enabled=True) as bar:
+            while True:
+                try:
+                    step, loss, lr = self.queue.get(timeout=0.5)
+                except Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                except Exception:  # the queue's actor is gone: the fit reports why
+                    return
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                bar.update(step - bar.n)
+
+    def __enter__(self) -> _DriverBar:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.queue.shutdown()

@@ -24,6 +24,7 @@ from engine.audit.plots import close_figures, figure_png, make_figures
 from engine.audit.reference import ReferenceSet, open_reference
 from engine.audit.report import write_html, write_json
 from engine.audit.stats import OVERLAP_THRESHOLDS
+from engine.progress import progress_bar
 
 SCHEMA_VERSION = 1
 MAX_LOGGED_TABLE_ROWS = 5000  # per-image rows logged with log_table; above: Parquet only
@@ -171,6 +172,7 @@ def run_audit(
     workers: int = 1,
     concavity_masks: int | None = None,
     on_error: str = "skip",
+    progress: bool | None = None,
 ) -> dict:
     """Audit shards / run directories; write audit.json, audit.html and images.parquet.
 
@@ -178,6 +180,8 @@ def run_audit(
     [ReferenceMask]}`` mapping or a ``ReferenceSet``. ``out_dir`` defaults to ``<run>/audit``.
     ``tracker`` (an ``engine.tracking.Tracker``) gets the numbers as metrics, the plots, the
     per-image table and the files, in a run named ``audit`` (nested under an active run).
+    ``progress``: a bar of shards audited (images and masks so far) on stderr
+    (``engine.progress``: None = ``$SA_ENGINE_PROGRESS`` or a terminal).
     Returns the summary (the content of audit.json).
     """
     if isinstance(paths, (str, Path)):
@@ -192,11 +196,14 @@ def run_audit(
     started = time.perf_counter()
     total = Auditor(ref_set, options)
     rows_path = out / "images.parquet"
-    with pq.ParquetWriter(rows_path, ROW_SCHEMA, compression="zstd") as writer:
+    bar = progress_bar(len(inputs.shards), "audit", unit="shard", enabled=progress)
+    with bar, pq.ParquetWriter(rows_path, ROW_SCHEMA, compression="zstd") as writer:
         for auditor, rows in _shard_results(inputs.shards, ref_set, options, workers):
             total.merge(auditor)
             if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA))
+            bar.set_postfix(images=total.stats.images, masks=total.stats.masks, refresh=False)
+            bar.update(1)
     gallery, problems = total.gallery.render()
     for message in problems:
         total.read.problem(message)

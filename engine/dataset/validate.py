@@ -33,6 +33,7 @@ from engine.dataset.reader import (
     expand_shard_paths,
     iter_raw_samples,
 )
+from engine.progress import progress_bar
 
 SAMPLE_EXTS = ("jpg", "json")
 OUR_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar")
@@ -340,28 +341,42 @@ def validate_paths(
     index_dir: str | Path | None = None,
     check_index: bool = True,
     decode_images: bool = False,
+    progress: bool | None = None,
 ) -> ValidationReport:
     """Validate shards given as files, directories (their ``*.tar``) or globs.
 
     ``index_dir`` overrides where the index is looked for; ``decode_images`` decodes every
-    JPEG fully instead of reading its header.
+    JPEG fully instead of reading its header. ``progress``: a bar of shards checked (samples
+    and problems so far) on stderr (``engine.progress``: None = ``$SA_ENGINE_PROGRESS`` or a
+    terminal).
     """
     validator = _Validator(
         Path(index_dir) if index_dir is not None else None, check_index, decode_images
     )
-    for item in paths:
+    report = validator.report
+    expanded: list[tuple[str | Path, list[Path] | ValueError]] = []
+    for item in paths:  # first, so the bar knows how many shards there are
         try:
-            shards = expand_shard_paths([item])
+            expanded.append((item, expand_shard_paths([item])))
         except ValueError as exc:
-            validator.problem(str(item), None, "path", str(exc))
-            continue
-        if not shards:
-            validator.problem(str(item), None, "path", "no *.tar shards in this directory")
-        for shard in shards:
-            validator.shard(shard)
-        if check_index and Path(item).is_dir():
-            validator.orphan_index_files(Path(item))
-    return validator.report
+            expanded.append((item, exc))
+    total = sum(len(shards) for _, shards in expanded if isinstance(shards, list))
+    with progress_bar(total, "validate", unit="shard", enabled=progress) as bar:
+        for item, shards in expanded:
+            if isinstance(shards, ValueError):
+                validator.problem(str(item), None, "path", str(shards))
+                continue
+            if not shards:
+                validator.problem(str(item), None, "path", "no *.tar shards in this directory")
+            for shard in shards:
+                validator.shard(shard)
+                bar.set_postfix(
+                    samples=report.samples, problems=len(report.problems), refresh=False
+                )
+                bar.update(1)
+            if check_index and Path(item).is_dir():
+                validator.orphan_index_files(Path(item))
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

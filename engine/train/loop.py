@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.progress import progress_bar
 from engine.train.augment import Augmentation
 from engine.train.checkpoint import (
     load_checkpoint,
@@ -185,6 +186,7 @@ def train(
     config: dict[str, Any] | None = None,
     time_limit_s: float | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    progress: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` (a ``Sam``) in place for ``options.steps`` optimizer steps.
 
@@ -194,6 +196,8 @@ def train(
     is stored in the checkpoint. ``time_limit_s`` stops training early once the steps
     themselves (not ``on_step``) have taken that long; ranks agree on when to stop.
     ``on_checkpoint(step, path)`` is called on rank 0 after each checkpoint is written.
+    ``progress``: a step bar with the loss on stderr, rank 0 only (``engine.progress``: None =
+    ``$SA_ENGINE_PROGRESS`` or a terminal; a Ray Train worker passes False).
     """
     rank, world_size = _distributed()
     shard = dataset.shard(rank, world_size)
@@ -263,6 +267,9 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     result = TrainResult(step=start, checkpoint=checkpoint_path)
     training_seconds = last_save_s = 0.0
+    bar = progress_bar(
+        options.steps, "train", unit="step", initial=start, enabled=progress if rank == 0 else False
+    )
     for step in range(start, options.steps):
         tic = time.perf_counter()
         lr = lr_at(
@@ -311,6 +318,8 @@ def train(
         )
         result.history.append(record)
         result.step = step + 1
+        bar.set_postfix(loss=f"{record.stats['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
         if on_step is not None:
             on_step(record)
         training_seconds = reduced[-1]  # the ranks' mean: every rank takes the same decisions
@@ -323,6 +332,7 @@ def train(
             save(step + 1)
         if stop:
             break
+    bar.close()
     if result.step > start or not (checkpoint_path and checkpoint_path.exists()):
         save(result.step)
     result.seconds = training_seconds
