@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from engine.progress import progress_enabled
+
 # sub-command -> module holding ``main(argv) -> int`` (imported lazily: start-up stays fast)
 COMMANDS = {
     "run": "stages.run_cmd",
@@ -34,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         command = argv.pop(0)
     elif argv and not ("=" in argv[0] or argv[0].startswith("-")):
         print(f"sa-engine: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+        return 2
+    try:
+        progress_enabled()  # a bad SA_ENGINE_PROGRESS fails here, before any work starts
+    except ValueError as err:
+        print(f"sa-engine: {err}")
         return 2
     module = importlib.import_module(COMMANDS[command])
     return int(module.main(argv) or 0)

@@ -227,3 +227,12 @@ def test_round_bar_off_with_show_progress_false(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(ENV, "1")
     _pipeline(tmp_path, show_progress=False).run()
     assert capsys.readouterr().err == ""
+
+
+def test_cli_rejects_a_bad_env_value_before_any_work(monkeypatch, capsys, tmp_path):
+    from stages.cli import main
+
+    monkeypatch.setenv(ENV, "maybe")
+    assert main(["validate", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert ENV in out and "'maybe'" in out
