@@ -265,7 +265,9 @@ class ShardWriter:
         if not isinstance(status, str) or not status:
             raise ValueError(f"status must be a non-empty str, got {status!r}")
         if blurred_boxes is not None and (
-            isinstance(blurred_boxes, bool) or not isinstance(blurred_boxes, int) or blurred_boxes < 0
+            isinstance(blurred_boxes, bool)
+            or not isinstance(blurred_boxes, int)
+            or blurred_boxes < 0
         ):
             raise ValueError(f"blurred_boxes must be an int >= 0 or None, got {blurred_boxes!r}")
         try:  # index rows now: a value that does not fit fails here, before any byte is written
