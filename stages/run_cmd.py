@@ -257,7 +257,7 @@ def build_settings(
         maxsize=cfg.output.maxsize,
         jpeg_quality=cfg.output.jpeg_quality,
         audit=cfg.output.audit,
-        privacy=_privacy_filter(cfg.privacy),
+        privacy=privacy_filter(cfg.privacy),
         audit_reference=_audit_reference(source),
         seed=cfg.seed,
         register_model=cfg.tracking.register_model or None,
@@ -270,7 +270,7 @@ def build_settings(
     return settings, cluster
 
 
-def _privacy_filter(privacy: PrivacyConfig):
+def privacy_filter(privacy: PrivacyConfig):
     """The ``PrivacyFilter`` of ``privacy`` (None when disabled); every value is checked."""
     from engine.privacy import HaarDetector, PrivacyFilter
 
@@ -279,10 +279,10 @@ def _privacy_filter(privacy: PrivacyConfig):
     strength, padding = values.pop("blur_strength"), values.pop("padding")
     try:  # checked even when disabled, so enabling it later cannot fail mid-run
         HaarDetector.check_arguments(**values)
-        if not strength > 0 or padding < 0:
-            raise ValueError(
-                f"blur_strength must be > 0 and padding >= 0, got {strength}/{padding}"
-            )
+        if not strength > 0:
+            raise ValueError(f"blur_strength must be > 0, got {strength}")
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
         if not enabled:
             return None
         detector = HaarDetector(**values)
