@@ -27,6 +27,7 @@ from engine.dataset.quarantine import QuarantineLog, read_quarantine
 from engine.dataset.writer import ShardWriter, complete_shards, written_keys
 from engine.model import save_checkpoint
 from engine.progress import progress_bar
+from engine.privacy import PrivacyFilter
 from engine.records import QuarantineRecord
 from engine.tracking import Tracker
 from engine.work import ImageTask, ModelSpec, WorkResult
@@ -86,6 +87,7 @@ class PipelineSettings:
     maxsize: float = 3e9
     jpeg_quality: int = 90
     audit: bool = True
+    privacy: PrivacyFilter | None = None  # blurs faces/plates before the writer (None: off)
     audit_reference: object | None = None
     seed: int = 0
     show_progress: bool = True
@@ -340,8 +342,11 @@ class Pipeline:
         if result.quarantine is not None:
             self.quarantine.add(result.quarantine)
             logger.warning("quarantined %s: %s", result.key, result.quarantine.reason)
-        else:
+        elif self.s.privacy is None:
             writer.write(result.key, result.image, result.record)
+        else:  # the JPEG in the shard (and so retraining and the release) is the blurred one
+            image, boxes = self.s.privacy(result.image)
+            writer.write(result.key, image, result.record, blurred_boxes=len(boxes))
 
     def _training_shards(self, plan: RoundPlan) -> list[Path]:
         """Shards of every human-annotated round so far (stages 1–2, up to this round)."""

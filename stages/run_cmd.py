@@ -31,7 +31,7 @@ from stages.pipeline import InitialModel, Pipeline, PipelineSettings
 from stages.retrain import Evaluator, Retrainer
 from stages.round_tasks import TaskFactory
 from stages.rounds import StagePlan
-from stages.run_config import ANNOTATORS, RunConfig
+from stages.run_config import ANNOTATORS, PrivacyConfig, RunConfig
 
 logger = logging.getLogger("sa_engine.run")
 
@@ -257,6 +257,7 @@ def build_settings(
         maxsize=cfg.output.maxsize,
         jpeg_quality=cfg.output.jpeg_quality,
         audit=cfg.output.audit,
+        privacy=privacy_filter(cfg.privacy),
         audit_reference=_audit_reference(source),
         seed=cfg.seed,
         register_model=cfg.tracking.register_model or None,
@@ -267,6 +268,29 @@ def build_settings(
         "num_cpus": cfg.cluster.num_cpus,
     }
     return settings, cluster
+
+
+def privacy_filter(privacy: PrivacyConfig):
+    """The ``PrivacyFilter`` of ``privacy`` (None when disabled); every value is checked."""
+    from engine.privacy import HaarDetector, PrivacyFilter
+
+    values = asdict(privacy)
+    enabled = values.pop("enabled")
+    strength, padding = values.pop("blur_strength"), values.pop("padding")
+    try:  # checked even when disabled, so enabling it later cannot fail mid-run
+        HaarDetector.check_arguments(**values)
+        if not strength > 0:
+            raise ValueError(f"blur_strength must be > 0, got {strength}")
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        if not enabled:
+            return None
+        detector = HaarDetector(**values)
+    except (ValueError, TypeError) as exc:
+        raise RunConfigError(f"privacy: {exc}") from exc
+    except (ImportError, RuntimeError) as exc:
+        raise RunConfigError(f"privacy: {exc} (or set privacy.enabled=false)") from exc
+    return PrivacyFilter([detector], strength, padding)
 
 
 def _stage_plans(cfg: RunConfig) -> list[StagePlan]:

@@ -143,6 +143,26 @@ class OutputConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Blur faces and licence plates in the images written to shards (``engine.privacy``).
+
+    ``faces``/``plates``: which of OpenCV's Haar cascades run; ``min_size``: smallest box side
+    (pixels); ``min_neighbors``: hits a box needs (higher = fewer false positives);
+    ``scale_factor``: pyramid step (> 1); ``blur_strength``: Gaussian sigma as a share of the
+    padded box's shorter side; ``padding``: each box grows by this share of its size per side.
+    """
+
+    enabled: bool = True
+    faces: bool = True
+    plates: bool = True
+    min_size: int = 24
+    min_neighbors: int = 8
+    scale_factor: float = 1.1
+    blur_strength: float = 0.25
+    padding: float = 0.1
+
+
+@dataclass
 class RunConfig:
     """``sa-engine run``: the three-stage data engine over ``data`` into ``run_dir``."""
 
@@ -155,6 +175,7 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     name: str = "default"
     run_dir: str = "runs/default"
     runs_root: str = "runs"

@@ -35,6 +35,7 @@ def round_summary(index_dir: Path, prefix: str) -> dict[str, float]:
     clicks = masks["clicks"].to_pylist()
     seconds = masks["seconds"].to_pylist()
     fixed = masks["hand_fixed"].to_pylist()
+    blurred = [n for n in images["blurred_boxes"].to_pylist() if n is not None]
     return {
         "images": float(n_images),
         "masks": float(n_masks),
@@ -44,6 +45,7 @@ def round_summary(index_dir: Path, prefix: str) -> dict[str, float]:
         "clicks_per_mask": _mean([clicks[i] or 0 for i in manual]),
         "seconds_per_mask": _mean([seconds[i] or 0.0 for i in manual]),
         "hand_fixed_share": _mean([1.0 if fixed[i] else 0.0 for i in manual]),
+        "blurred_boxes": float(sum(blurred)),  # privacy filter (0 when it did not run)
     }
 
 

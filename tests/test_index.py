@@ -51,6 +51,7 @@ IMAGE_COLUMNS = [
     "status",
     "stage",
     "round",
+    "blurred_boxes",
 ]
 
 
@@ -120,6 +121,7 @@ def test_image_rows(dataset):
         assert (row["width"], row["height"]) == (record.width, record.height)
         assert row["masks"] == len(record.annotations)
         assert (row["status"], row["stage"], row["round"]) == ("ok", "stage2", 3)
+        assert row["blurred_boxes"] is None  # written without a privacy filter
 
 
 def test_mask_provenance_stage_wins_over_the_shard_stage():

@@ -130,12 +130,14 @@ def test_local_run_writes_a_valid_dataset(local_run):
     assert ("fully_automatic", "model") in by_stage
     images = read_image_index(run_dir / "index")
     assert images.num_rows == 6
+    assert None not in images["blurred_boxes"].to_pylist()  # the privacy filter is on by default
     for line in ("round", "stage1-r00", "stage3-r00", "initial model"):
         assert line in (run_dir / "summary.txt").read_text()
     assert "run directory:" in result.stdout and "mlflow ui" in result.stdout
     assert "%|" not in result.stderr + result.stdout  # not a terminal: no progress bar
     audit = json.loads((run_dir / "audit" / "audit.json").read_text())
     assert set(audit["iou_above"]) == {"0.50", "0.75", "0.90"}
+    assert audit["privacy"]["images_filtered"] == 6
     assert (run_dir / "audit" / "audit.html").is_file()
     for name in ("initial.pt", "stage1-r00.pt", "stage1-r01.pt", "stage2-r00.pt"):
         assert (run_dir / "checkpoints" / name).is_file()

@@ -86,6 +86,9 @@ def summary_table(summary: dict) -> str:
         ["mean predicted IoU", _num(hists["predicted_iou"]["mean"]), ""],
         ["mean stability score", _num(hists["stability_score"]["mean"]), ""],
     ]
+    privacy = summary.get("privacy")
+    if privacy:
+        rows.append(["faces and licence plates blurred", _privacy_cell(privacy), "blurred"])
     ref = summary.get("reference")
     if ref:
         rows += [
@@ -105,6 +108,17 @@ def summary_table(summary: dict) -> str:
             ["predicted-IoU calibration error (ECE)", _num(ref["calibration"]["ece"]), ""],
         ]
     return _table(["", "this dataset", "SA-1B (paper)"], rows)
+
+
+def _privacy_cell(privacy: dict) -> str:
+    """``"3 boxes in 2 of 10 images"``, plus the images no privacy filter ran on, if any."""
+    text = (
+        f"{privacy['blurred_boxes']} boxes in {privacy['images_blurred']} of "
+        f"{privacy['images_filtered']} filtered images"
+    )
+    if privacy["images_not_filtered"]:
+        text += f"; {privacy['images_not_filtered']} images not filtered"
+    return text
 
 
 def groups_table(summary: dict) -> str:

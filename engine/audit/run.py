@@ -21,6 +21,7 @@ from engine.audit.auditor import REFERENCE_COLUMNS, AuditOptions, Auditor, audit
 from engine.audit.inputs import ShardInput, resolve_inputs
 from engine.audit.metrics import THRESHOLDS, threshold_key
 from engine.audit.plots import close_figures, figure_png, make_figures
+from engine.audit.privacy import privacy_summary
 from engine.audit.reference import ReferenceSet, open_reference
 from engine.audit.report import write_html, write_json
 from engine.audit.stats import OVERLAP_THRESHOLDS
@@ -110,6 +111,7 @@ def build_summary(
         },
         "dataset": auditor.stats.to_json(),
         "groups": {name: g.to_json() for name, g in sorted(auditor.groups.items())},
+        "privacy": privacy_summary(shards),
         "reference_info": None,
         "reference": None,
     }
@@ -135,6 +137,10 @@ def summary_metrics(summary: dict) -> dict[str, float]:
         "masks_per_image": d["masks_per_image"],
         "skipped_images": summary["read"]["skipped"],
     }
+    privacy = summary.get("privacy")
+    if privacy:
+        out["privacy_blurred_boxes"] = privacy["blurred_boxes"]
+        out["privacy_images_blurred"] = privacy["images_blurred"]
     for name, hist in d["histograms"].items():
         out[f"{name}_mean"] = hist["mean"]
         out[f"{name}_p50"] = hist["p50"]

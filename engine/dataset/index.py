@@ -61,6 +61,7 @@ IMAGE_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("stage", pa.string(), nullable=False),
         pa.field("round", pa.int32(), nullable=False),
+        pa.field("blurred_boxes", pa.int32()),  # privacy filter's boxes; null: not run
     ]
 )
 
@@ -90,17 +91,23 @@ def index_tables(
     stage: str,
     round: int,
     provenance_known: bool = True,
+    blurred_boxes: list[int | None] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Build ``(images_table, masks_table)`` for one shard.
 
     ``entries`` are ``(key, record, status)`` in shard order. Mask rows take ``stage``/``round``
     from the mask's ``Provenance`` when it names a stage, else the shard's. With
     ``provenance_known=False`` (an index rebuilt from shard JSON) the provenance columns are
-    null.
+    null. ``blurred_boxes`` (one per entry) counts the regions the privacy filter blurred in
+    each image (``None``: the filter did not run); omitted = all ``None``.
     """
+    if blurred_boxes is None:
+        blurred_boxes = [None] * len(entries)
+    if len(blurred_boxes) != len(entries):
+        raise ValueError(f"{len(blurred_boxes)} blurred_boxes for {len(entries)} entries")
     images: dict[str, list] = {f.name: [] for f in IMAGE_SCHEMA}
     masks: dict[str, list] = {f.name: [] for f in MASK_SCHEMA}
-    for key, record, status in entries:
+    for (key, record, status), blurred in zip(entries, blurred_boxes):
         images["key"].append(key)
         images["shard"].append(shard_name)
         images["image_id"].append(int(record.image_id))
@@ -111,6 +118,7 @@ def index_tables(
         images["status"].append(status)
         images["stage"].append(stage)
         images["round"].append(int(round))
+        images["blurred_boxes"].append(None if blurred is None else int(blurred))
         for ann in record.annotations:
             prov = ann.provenance
             own_stage = provenance_known and prov.stage != ""

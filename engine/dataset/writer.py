@@ -226,12 +226,18 @@ class ShardWriter:
     # -- writing ------------------------------------------------------------------------------
 
     def write(
-        self, key: str, image_rgb: np.ndarray, record: ImageRecord, status: str = STATUS_OK
+        self,
+        key: str,
+        image_rgb: np.ndarray,
+        record: ImageRecord,
+        status: str = STATUS_OK,
+        blurred_boxes: int | None = None,
     ) -> None:
         """Add one sample: ``image_rgb`` is ``H×W×3`` uint8, ``record`` its SA-1B record.
 
         ``key`` (``[A-Za-z0-9_-]`` segments joined by ``/``) must be new for this prefix.
-        ``status`` goes to the image index row.
+        ``status`` and ``blurred_boxes`` (regions the privacy filter blurred in ``image_rgb``;
+        ``None``: no filter ran) go to the image index row.
         """
         if self._closed:
             raise RuntimeError("ShardWriter is closed; open a new ShardWriter to write more")
@@ -258,8 +264,16 @@ class ShardWriter:
                 )
         if not isinstance(status, str) or not status:
             raise ValueError(f"status must be a non-empty str, got {status!r}")
+        if blurred_boxes is not None and (
+            isinstance(blurred_boxes, bool)
+            or not isinstance(blurred_boxes, int)
+            or blurred_boxes < 0
+        ):
+            raise ValueError(f"blurred_boxes must be an int >= 0 or None, got {blurred_boxes!r}")
         try:  # index rows now: a value that does not fit fails here, before any byte is written
-            rows = index_tables("", [(key, record, status)], self.stage, self.round)
+            rows = index_tables(
+                "", [(key, record, status)], self.stage, self.round, blurred_boxes=[blurred_boxes]
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             raise ValueError(f"record of {key!r} does not fit the index: {exc}") from exc
         members = [
