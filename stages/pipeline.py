@@ -26,8 +26,8 @@ from engine.data.webdataset_source import WebDatasetSource
 from engine.dataset.quarantine import QuarantineLog, read_quarantine
 from engine.dataset.writer import ShardWriter, complete_shards, written_keys
 from engine.model import save_checkpoint
-from engine.progress import progress_bar
 from engine.privacy import PrivacyFilter
+from engine.progress import progress_bar
 from engine.records import QuarantineRecord
 from engine.tracking import Tracker
 from engine.work import ImageTask, ModelSpec, WorkResult
