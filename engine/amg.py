@@ -4,10 +4,10 @@
 ``SamAutomaticMaskGenerator`` parameters (same names and defaults) plus ``max_mask_fraction``;
 ``generate(image)`` returns SA-1B annotation dicts for one ``H×W×3`` uint8 RGB image, each
 with a ``granularity`` (whole / part / subpart, from its multimask output index:
-``engine.amg_masks.multimask_levels``), and ``generate_batch(images)`` does several, sending crops of all of them through the image
-encoder together (``encoder_batch_size`` at a time; by default 4 for encoders of at most 512
-px, else 1). Decoder calls take ``points_per_batch`` prompts, fewer when their activations
-would pass ``decoder_memory_bytes``.
+``engine.amg_masks.multimask_levels``), and ``generate_batch(images)`` does several, sending
+crops of all of them through the image encoder together (``encoder_batch_size`` at a time; by
+default 4 for encoders of at most 512 px, else 1). Decoder calls take ``points_per_batch``
+prompts, fewer when their activations would pass ``decoder_memory_bytes``.
 
 Per crop, as the official generator: embed the crop, prompt the decoder with every grid point
 (3 masks each), drop masks under ``pred_iou_thresh`` or ``stability_score_thresh`` or touching

@@ -32,6 +32,7 @@ def granularity_of_level(level: int | None) -> str:
         raise ValueError(f"level must be one of {sorted(LEVEL_NAMES)} or None, got {level!r}")
     return LEVEL_NAMES[level]
 
+
 # Who produced a mask (the ``source`` column of the index).
 SOURCE_MODEL = "model"  # fully automatic or confident pre-fill, no human
 SOURCE_SIMULATED = "simulated"  # simulated annotator

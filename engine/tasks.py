@@ -189,9 +189,7 @@ class SemiAutomaticTask:
             [ref.rle for ref in item.references], [m.segmentation for m in prefilled]
         )
         best = iou.argmax(axis=1)
-        return {
-            int(i): int(best[i]) for i in np.flatnonzero(iou.max(axis=1) >= self.covered_iou)
-        }
+        return {int(i): int(best[i]) for i in np.flatnonzero(iou.max(axis=1) >= self.covered_iou)}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from engine import sa1b
-from engine.records import GRANULARITIES
 from engine.dataset.index import IMAGES_DIR, MASKS_DIR, index_file_paths, shard_of_index_file
 from engine.dataset.reader import (
     DatasetReadError,
@@ -34,6 +33,7 @@ from engine.dataset.reader import (
     expand_shard_paths,
     iter_raw_samples,
 )
+from engine.records import GRANULARITIES
 
 SAMPLE_EXTS = ("jpg", "json")
 OUR_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar")
