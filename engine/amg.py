@@ -2,11 +2,12 @@
 
 ``AutomaticMaskGenerator(model_or_predictor, ...)`` takes the official
 ``SamAutomaticMaskGenerator`` parameters (same names and defaults) plus ``max_mask_fraction``;
-``generate(image)`` returns SA-1B annotation dicts for one ``H×W×3`` uint8 RGB image and
-``generate_batch(images)`` does several, sending crops of all of them through the image
-encoder together (``encoder_batch_size`` at a time; by default 4 for encoders of at most 512
-px, else 1). Decoder calls take ``points_per_batch`` prompts, fewer when their activations
-would pass ``decoder_memory_bytes``.
+``generate(image)`` returns SA-1B annotation dicts for one ``H×W×3`` uint8 RGB image, each
+with a ``granularity`` (whole / part / subpart, from its multimask output index:
+``engine.amg_masks.multimask_levels``), and ``generate_batch(images)`` does several, sending
+crops of all of them through the image encoder together (``encoder_batch_size`` at a time; by
+default 4 for encoders of at most 512 px, else 1). Decoder calls take ``points_per_batch``
+prompts, fewer when their activations would pass ``decoder_memory_bytes``.
 
 Per crop, as the official generator: embed the crop, prompt the decoder with every grid point
 (3 masks each), drop masks under ``pred_iou_thresh`` or ``stability_score_thresh`` or touching
@@ -36,6 +37,7 @@ from engine import masks as mask_ops
 from engine.amg_decode import decode_points
 from engine.amg_masks import CropMasks, FilterSettings, filter_decoded
 from engine.amg_upsample import UpsamplePlan
+from engine.records import LEVEL_NAMES
 from engine.sa1b import MaskRecord, Provenance
 
 PRESETS: dict[str, dict] = {
@@ -304,14 +306,17 @@ class AutomaticMaskGenerator:
 def to_mask_records(
     annotations: list[dict], provenance: Provenance | None = None
 ) -> list[MaskRecord]:
-    """``MaskRecord``s for generator output (each gets its own copy of ``provenance``).
+    """``MaskRecord``s for generator output (each gets its own copy of ``provenance``, with
+    the annotation's ``granularity`` when it has one).
 
     Empty masks are dropped: with ``stability_score_thresh=0`` and no region filter the
     generator (like the official one) returns them, and their stability is 0/0.
     """
-    base = provenance or Provenance()
+    base = vars(provenance or Provenance())
     return [
-        MaskRecord.from_json(ann, provenance=Provenance(**vars(base)))
+        MaskRecord.from_json(
+            ann, provenance=Provenance(**{**base, "granularity": ann.get("granularity", "whole")})
+        )
         for ann in annotations
         if ann["area"] > 0
     ]
@@ -323,6 +328,7 @@ def _annotations(data: CropMasks) -> list[dict]:
     ious = data.iou_preds.tolist()
     stabilities = data.stability.tolist()
     points = data.points.tolist()
+    levels = data.levels.tolist()
     return [
         {
             "id": i,
@@ -333,6 +339,7 @@ def _annotations(data: CropMasks) -> list[dict]:
             "stability_score": stabilities[i],
             "crop_box": crops[i],
             "point_coords": [points[i]],
+            "granularity": LEVEL_NAMES[levels[i]],
         }
         for i in range(len(data))
     ]

@@ -6,6 +6,11 @@ official filters to one decoder call's outputs — predicted IoU, stability scor
 edge — plus ``max_mask_fraction``, upsampling only the low-res logits that pass the IoU filter
 and only inside their windows (``engine.amg_upsample``); a mask becomes RLE as soon as it
 survives, so no full-size mask outlives its group.
+
+Each mask also gets a granularity level from its multimask output index: per prompt, the
+decoder's outputs are ranked by area on the low-res grid, largest ``LEVEL_WHOLE``, then
+``LEVEL_PART``, smallest ``LEVEL_SUBPART`` (``multimask_levels``; docs/dataset.md says why a
+rank, not a fixed index table). A single-mask output is ``LEVEL_WHOLE``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 
 from engine import masks as mask_ops
 from engine.amg_upsample import UpsamplePlan
+from engine.records import LEVEL_WHOLE
 
 
 @dataclass
@@ -30,6 +36,7 @@ class CropMasks:
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     areas: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     crop_boxes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.int64))
+    levels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))  # LEVEL_*
 
     def __len__(self) -> int:
         return len(self.rles)
@@ -47,6 +54,7 @@ class CropMasks:
             points=self.points[idx],
             areas=self.areas[idx],
             crop_boxes=self.crop_boxes[t],
+            levels=self.levels[idx],
         )
 
     @staticmethod
@@ -61,6 +69,7 @@ class CropMasks:
             points=np.concatenate([p.points for p in parts]),
             areas=np.concatenate([p.areas for p in parts]),
             crop_boxes=torch.cat([p.crop_boxes for p in parts]),
+            levels=np.concatenate([p.levels for p in parts]),
         )
 
 
@@ -101,9 +110,12 @@ def filter_decoded(
     logits = low_res_logits.flatten(0, 1).detach().to("cpu", torch.float32)
     ious = iou_preds.flatten(0, 1).detach().to("cpu", torch.float32)
     pts = np.repeat(points, k, axis=0)
+    valid = plan.low_valid_size()
+    levels = multimask_levels(logits.view(low_res_logits.shape), settings.mask_threshold, valid)
+    levels = levels.reshape(-1)
     if settings.pred_iou_thresh > 0.0:
         keep = ious > settings.pred_iou_thresh
-        logits, ious, pts = logits[keep], ious[keep], pts[keep.numpy()]
+        logits, ious, pts, levels = logits[keep], ious[keep], pts[keep.numpy()], levels[keep]
     if len(ious) == 0:
         return CropMasks()
     t, off = settings.mask_threshold, settings.stability_score_offset
@@ -150,6 +162,7 @@ def filter_decoded(
                 stability=torch.as_tensor(stability[keep]),
                 points=pts[idx[keep]],
                 areas=areas[keep].astype(np.int64),
+                levels=levels[idx[keep]],
             )
         )
         order.append(idx[keep])
@@ -158,6 +171,29 @@ def filter_decoded(
     merged = CropMasks.cat(parts)
     merged.crop_boxes = torch.zeros(len(merged), 4, dtype=torch.int64)
     return merged.select(np.argsort(np.concatenate(order), kind="stable"))
+
+
+def multimask_levels(
+    low_res_logits: torch.Tensor, mask_threshold: float, valid_hw: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Granularity ``LEVEL_*`` (``int8``, ``B×K``) of each of ``K`` masks per prompt.
+
+    ``low_res_logits`` is ``B×K×h×w``; areas are counted above ``mask_threshold`` inside the
+    top-left ``valid_hw`` of the grid (the part that covers the image, not the padding).
+    Per prompt the largest mask is ``LEVEL_WHOLE`` (0), the next ``LEVEL_PART`` (1), the
+    rest ``LEVEL_SUBPART`` (2); equal areas rank by output index (lower is coarser).
+    """
+    b, k = low_res_logits.shape[:2]
+    if k == 1:
+        return np.full((b, 1), LEVEL_WHOLE, dtype=np.int8)
+    grid = low_res_logits.detach().to("cpu", torch.float32).numpy()  # no copy when on CPU
+    if valid_hw is not None:
+        grid = grid[..., : valid_hw[0], : valid_hw[1]]
+    areas = (grid > mask_threshold).sum(axis=(2, 3))  # B×K; numpy: ~8× torch's on CPU
+    order = np.argsort(-areas, axis=1, kind="stable")  # coarse to fine
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(k)[None].repeat(b, 0), axis=1)
+    return np.minimum(ranks, 2).astype(np.int8)
 
 
 def _boxes_xyxy(binary: np.ndarray, origin: np.ndarray) -> np.ndarray:

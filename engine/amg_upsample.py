@@ -108,6 +108,14 @@ class UpsamplePlan:
         self.out_hw = out_hw
         self.max_group_pixels = max_group_pixels
 
+    def low_valid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the low-res grid cells that cover the resized crop (not padding)."""
+        low_h, low_w = self.rows.n_low, self.cols.n_low
+        return (
+            -(-self.input_hw[0] * low_h // self.square),
+            -(-self.input_hw[1] * low_w // self.square),
+        )
+
     def prefer_full(self, windows: np.ndarray) -> bool:
         """Whether upsampling whole frames (``postprocess_masks`` itself) is cheaper than
         windows for these masks: estimated pixel work, a gather-and-blend pixel costing about

@@ -19,6 +19,20 @@ LEVEL_PART = 1
 LEVEL_SUBPART = 2
 LEVEL_NAMES = {LEVEL_WHOLE: "whole", LEVEL_PART: "part", LEVEL_SUBPART: "subpart"}
 
+# Granularity of a dataset mask (the ``granularity`` column of the index), coarse to fine.
+GRANULARITY_WHOLE, GRANULARITY_PART, GRANULARITY_SUBPART = "whole", "part", "subpart"
+GRANULARITIES = (GRANULARITY_WHOLE, GRANULARITY_PART, GRANULARITY_SUBPART)
+
+
+def granularity_of_level(level: int | None) -> str:
+    """The granularity name of a reference ``LEVEL_*`` (``"whole"`` when unknown)."""
+    if level is None:
+        return GRANULARITY_WHOLE
+    if level not in LEVEL_NAMES:
+        raise ValueError(f"level must be one of {sorted(LEVEL_NAMES)} or None, got {level!r}")
+    return LEVEL_NAMES[level]
+
+
 # Who produced a mask (the ``source`` column of the index).
 SOURCE_MODEL = "model"  # fully automatic or confident pre-fill, no human
 SOURCE_SIMULATED = "simulated"  # simulated annotator

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from engine import masks as mask_ops
-from engine.records import SOURCE_MODEL, SOURCES
+from engine.records import GRANULARITIES, GRANULARITY_WHOLE, SOURCE_MODEL, SOURCES
 
 IMAGE_FIELDS = {"image_id": int, "width": int, "height": int, "file_name": str}
 ANNOTATION_FIELDS = (
@@ -47,10 +47,20 @@ class Provenance:
     model_iou: float | None = None  # IoU of the model's mask before any hand fix
     hand_fixed: bool = False
     level: int | None = None  # granularity level of the reference it was made from
+    granularity: str = GRANULARITY_WHOLE  # whole | part | subpart (docs/dataset.md)
+    parent_id: int | None = None  # annotation id of the enclosing mask in the same image
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(
+                f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}"
+            )
+        if self.parent_id is not None and (
+            isinstance(self.parent_id, bool) or not isinstance(self.parent_id, int)
+        ):
+            raise TypeError(f"parent_id must be an int or None, got {self.parent_id!r}")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from engine.amg import AutomaticMaskGenerator, to_mask_records
 from engine.annotators.detections import Detections
 from engine.annotators.simulated import AnnotatedMask, SimulatedAnnotator
 from engine.model import SamPredictor
-from engine.records import SOURCE_MODEL, SOURCE_SIMULATED, ImageItem
+from engine.records import SOURCE_MODEL, SOURCE_SIMULATED, ImageItem, granularity_of_level
 from engine.sa1b import ImageRecord, MaskRecord, Provenance
 
 
@@ -63,8 +63,27 @@ def annotated_to_record(
             model_iou=round(annotated.model_iou, 6),
             hand_fixed=annotated.hand_fixed,
             level=annotated.level,
+            granularity=granularity_of_level(annotated.level),
         ),
     )
+
+
+def link_parents(
+    masks: list[MaskRecord], annotated: dict[int, int], covered: dict[int, int], item: ImageItem
+) -> list[MaskRecord]:
+    """Set ``parent_id`` of the annotator's masks whose reference has a parent with a mask.
+
+    ``annotated`` maps a reference index to the position in ``masks`` of the mask the
+    annotator made from it (the annotation id once ``image_record`` numbers them); ``covered``
+    maps references a pre-filled mask covers to that mask's position. Pre-filled masks get
+    no parent: the model gives none.
+    """
+    has_mask = {**covered, **annotated}
+    for ref_index, position in annotated.items():
+        parent = item.references[ref_index].parent_index
+        if parent is not None and has_mask.get(parent, position) != position:
+            masks[position].provenance.parent_id = has_mask[parent]
+    return masks
 
 
 @dataclass(frozen=True)
@@ -78,13 +97,12 @@ class AssistedManualTask:
     def __call__(self, predictor: SamPredictor, item: ImageItem) -> ImageRecord:
         predictor.set_image(item.image)
         accepted = self.annotator.annotate(predictor, item.references)
-        return image_record(
-            item,
-            [
-                annotated_to_record(a, item.width, item.height, self.stage, self.round)
-                for a in accepted
-            ],
-        )
+        masks = [
+            annotated_to_record(a, item.width, item.height, self.stage, self.round)
+            for a in accepted
+        ]
+        annotated = {a.reference_index: i for i, a in enumerate(accepted)}
+        return image_record(item, link_parents(masks, annotated, {}, item))
 
 
 @dataclass(frozen=True)
@@ -116,13 +134,15 @@ class SemiAutomaticTask:
         covered = self._covered(prefilled, item)
         spent = self.seconds_per_prefilled * len(prefilled)
         accepted = self.annotator.annotate(
-            predictor, item.references, skip=covered, seconds_spent=spent
+            predictor, item.references, skip=set(covered), seconds_spent=spent
         )
         masks = prefilled + [
             annotated_to_record(a, item.width, item.height, self.stage, self.round)
             for a in accepted
         ]
-        return image_record(item, masks)
+        # an added mask whose parent reference was pre-filled links to that pre-filled mask
+        annotated = {a.reference_index: len(prefilled) + i for i, a in enumerate(accepted)}
+        return image_record(item, link_parents(masks, annotated, covered, item))
 
     def _prefill(self, predictor: SamPredictor, item: ImageItem) -> list[MaskRecord]:
         provenance = Provenance(stage=self.stage, round=self.round, source=SOURCE_MODEL)
@@ -161,13 +181,15 @@ class SemiAutomaticTask:
             )
         return records
 
-    def _covered(self, prefilled: list[MaskRecord], item: ImageItem) -> set[int]:
+    def _covered(self, prefilled: list[MaskRecord], item: ImageItem) -> dict[int, int]:
+        """``{reference index: index of the pre-filled mask covering it best}``."""
         if not prefilled or not item.references:
-            return set()
+            return {}
         iou = mask_ops.rle_iou(
             [ref.rle for ref in item.references], [m.segmentation for m in prefilled]
         )
-        return {int(i) for i in np.flatnonzero(iou.max(axis=1) >= self.covered_iou)}
+        best = iou.argmax(axis=1)
+        return {int(i): int(best[i]) for i in np.flatnonzero(iou.max(axis=1) >= self.covered_iou)}
 
 
 @dataclass(frozen=True)

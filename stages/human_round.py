@@ -120,7 +120,9 @@ class HumanRound:
             item = source.load(entry)
             predictor.set_image(item.image)
             records = self.prefill._prefill(predictor, item)
-            prefill[entry.key] = [r.to_json() for r in records]
+            prefill[entry.key] = [
+                {**r.to_json(), "granularity": r.provenance.granularity} for r in records
+            ]
         return prefill
 
     def _wait(self, store: HumanAnnotationStore, queue: RoundQueue) -> None:

@@ -108,7 +108,7 @@ def test_records_are_sa1b(models, image: np.ndarray) -> None:
     anns = AutomaticMaskGenerator(models[0], **LOW).generate(image)
     assert len(anns) >= 3
     keys = ["id", "segmentation", "bbox", "area", "predicted_iou", "stability_score",
-            "crop_box", "point_coords"]  # fmt: skip
+            "crop_box", "point_coords", "granularity"]  # fmt: skip
     for i, ann in enumerate(anns):
         assert list(ann) == keys and ann["id"] == i
         assert ann["segmentation"]["size"] == [192, 256]
@@ -121,6 +121,7 @@ def test_records_are_sa1b(models, image: np.ndarray) -> None:
     records = to_mask_records(anns, Provenance(stage="stage3", round=1))
     assert records[0].provenance is not records[1].provenance
     assert records[0].provenance.stage == "stage3"
+    assert [r.provenance.granularity for r in records] == [a["granularity"] for a in anns]
     record = ImageRecord(image_id=9, width=256, height=192, file_name="a.jpg", annotations=records)
     assert validate(record) == []
 

@@ -172,6 +172,8 @@ def test_save_writes_the_documented_format_and_load_returns_records(run_dir):
         "model_iou": 0.8,
         "hand_fixed": False,
         "level": None,
+        "granularity": "whole",
+        "parent_id": None,
     }
     (loaded,) = store.load("a")
     assert loaded == record

@@ -39,6 +39,8 @@ MASK_COLUMNS = [
     "model_iou",
     "hand_fixed",
     "level",
+    "granularity",
+    "parent_id",
 ]
 IMAGE_COLUMNS = [
     "key",
@@ -194,7 +196,10 @@ def test_recovered_rows_have_null_provenance():
         "s-000000.tar", [("k", record, "recovered")], "s", 1, provenance_known=False
     )
     assert images.column("status").to_pylist() == ["recovered"]
-    for column in ("source", "clicks", "seconds", "model_iou", "hand_fixed", "level"):
+    for column in (
+        "source", "clicks", "seconds", "model_iou", "hand_fixed", "level", "granularity",
+        "parent_id",
+    ):  # fmt: skip
         assert masks.column(column).to_pylist() == [None, None]
     assert masks.column("area").to_pylist() == [a.area for a in record.annotations]
     assert make_image(2).shape[:2] == (record.height, record.width)

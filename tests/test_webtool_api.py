@@ -200,6 +200,8 @@ def test_accept_saves_at_once_in_the_store_format(client, run_dir, model):
         "model_iou": 1.0,
         "hand_fixed": False,
         "level": None,
+        "granularity": "whole",
+        "parent_id": None,
     }
     records = HumanAnnotationStore(run_dir, PREFIX).load(key)
     image = ImageRecord(image_id=0, width=W, height=H, file_name="x.jpg", annotations=records)

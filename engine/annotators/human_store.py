@@ -8,7 +8,9 @@ One JSON file per image, ``<key>.json``, rewritten atomically (temporary name, f
                 predicted_iou, stability_score, point_coords, crop_box),
                 "provenance": {stage, round, source ("annotator" | "model" for a kept
                                pre-filled mask), clicks, seconds, model_iou (null when
-                               unknown), hand_fixed (brush/eraser used), level: null}}]}
+                               unknown), hand_fixed (brush/eraser used), level: null,
+                               granularity (whole | part | subpart), parent_id (id of the
+                               saved mask it is part of, or null)}}]}
 
 The pipeline polls ``done_keys()`` and reads finished images with ``load(key)``; the web tool
 edits through ``accept``/``delete``/``undo``/``finish`` and hands out images with ``claim``.
@@ -29,7 +31,7 @@ from pathlib import Path
 from engine.annotators.queue import RoundQueue, check_prefix, read_queue
 from engine.data.sources import check_key
 from engine.dataset.atomic import write_bytes_atomic
-from engine.records import SOURCE_ANNOTATOR, SOURCE_MODEL
+from engine.records import GRANULARITY_WHOLE, SOURCE_ANNOTATOR, SOURCE_MODEL
 from engine.sa1b import MaskRecord, Provenance
 
 HUMAN_DIR = "human"
@@ -82,6 +84,17 @@ class ImageWork:
 def mask_document(record: MaskRecord) -> dict:
     """A ``MaskRecord`` as stored: SA-1B annotation fields plus ``provenance``."""
     return {**record.to_json(), "provenance": asdict(record.provenance)}
+
+
+def _relink(masks: list[dict], old_id: int, new_id: int | None) -> list[dict]:
+    """``masks`` with ``parent_id == old_id`` turned into ``new_id`` (copies where changed)."""
+    out = []
+    for m in masks:
+        prov = m.get("provenance", {})
+        if prov.get("parent_id") == old_id:
+            m = {**m, "provenance": {**prov, "parent_id": new_id}}
+        out.append(m)
+    return out
 
 
 class HumanAnnotationStore:
@@ -187,11 +200,14 @@ class HumanAnnotationStore:
             return saved
         queue = self.queue
         queue.entry(key)  # KeyError for a key outside the round
-        prov = Provenance(stage=queue.stage, round=queue.round, source=SOURCE_MODEL)
-        masks = [
-            {**dict(m), "id": i, "provenance": asdict(prov)}
-            for i, m in enumerate(queue.prefill.get(key, []))
-        ]
+        masks = []
+        for i, m in enumerate(queue.prefill.get(key, [])):
+            m = dict(m)
+            granularity = m.pop("granularity", GRANULARITY_WHOLE)  # the generator's level
+            prov = Provenance(
+                stage=queue.stage, round=queue.round, source=SOURCE_MODEL, granularity=granularity
+            )
+            masks.append({**m, "id": i, "provenance": asdict(prov)})
         return ImageWork(key=key, masks=masks)
 
     def accept(
@@ -202,7 +218,9 @@ class HumanAnnotationStore:
         replaces: int | None = None,
         seconds: float = 0.0,
     ) -> ImageWork:
-        """Add ``record`` (a new id is given), or put it in place of mask ``replaces``."""
+        """Add ``record`` (a new id is given), or put it in place of mask ``replaces`` (whose
+        parts then point at the new id). ``record.provenance.parent_id``, when set, must name
+        another saved mask of ``key`` (``ValueError``); deleting a mask unlinks its parts."""
         with self._lock:
             current = self._claimed_work(key, annotator)
             masks = list(current.masks)
@@ -210,7 +228,12 @@ class HumanAnnotationStore:
                 masks = [m for m in masks if m["id"] != replaces]
                 if len(masks) == len(current.masks):
                     raise KeyError(f"image {key} has no mask {replaces}")
+            parent = record.provenance.parent_id
+            if parent is not None and (parent == replaces or all(m["id"] != parent for m in masks)):
+                raise ValueError(f"parent_id {parent} is not another saved mask of image {key}")
             record.id = max((int(m["id"]) for m in current.masks), default=-1) + 1
+            if replaces is not None:
+                masks = _relink(masks, replaces, record.id)
             masks.append(mask_document(record))
             return self._commit(current, masks, annotator, seconds)
 
@@ -221,7 +244,7 @@ class HumanAnnotationStore:
             masks = [m for m in current.masks if m["id"] != mask_id]
             if len(masks) == len(current.masks):
                 raise KeyError(f"image {key} has no mask {mask_id}")
-            return self._commit(current, masks, annotator, seconds)
+            return self._commit(current, _relink(masks, mask_id, None), annotator, seconds)
 
     def undo(self, key: str, annotator: str) -> ImageWork | None:
         """Go back to the state before the last edit of ``key``; None when none is kept."""

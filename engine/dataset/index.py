@@ -8,6 +8,8 @@ Layout (``docs/dataset.md``)::
 Each kind reads as one table with ``pyarrow.dataset.dataset(index / "masks")``, pandas
 (``pd.read_parquet(index / "masks")``) or DuckDB (``read_parquet('index/masks/*.parquet')``).
 Provenance columns are null where it is unknown (an index rebuilt from a shard's JSON).
+Files written before a column existed (``granularity``, ``parent_id``) read with that column
+null: the readers pass ``MASK_SCHEMA``, which fills missing columns.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ MASK_SCHEMA = pa.schema(
         pa.field("model_iou", pa.float64()),
         pa.field("hand_fixed", pa.bool_()),
         pa.field("level", pa.int8()),  # engine.records.LEVEL_*; null when unknown
+        pa.field("granularity", pa.string()),  # whole | part | subpart; null when unknown
+        pa.field("parent_id", pa.int64()),  # annotation_id of the enclosing mask, same key
     ]
 )
 
@@ -141,6 +145,9 @@ def index_tables(
             masks["hand_fixed"].append(bool(prov.hand_fixed) if known else None)
             level = prov.level if known else None
             masks["level"].append(None if level is None else int(level))
+            masks["granularity"].append(prov.granularity if known else None)
+            parent = prov.parent_id if known else None
+            masks["parent_id"].append(None if parent is None else int(parent))
     return (
         pa.Table.from_pydict(images, schema=IMAGE_SCHEMA),
         pa.Table.from_pydict(masks, schema=MASK_SCHEMA),

@@ -34,6 +34,7 @@ from engine.dataset.reader import (
     iter_raw_samples,
 )
 from engine.progress import progress_bar
+from engine.records import GRANULARITIES
 
 SAMPLE_EXTS = ("jpg", "json")
 OUR_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar")
@@ -318,6 +319,31 @@ class _Validator:
             for ann_id in summary.masks if summary is not None else ():
                 if (key, ann_id) not in seen:
                     self.problem(shard, key, f"index.masks[id {ann_id}]", "no mask row")
+        self.check_granularity(shard, rows)
+
+    def check_granularity(self, shard: str, rows: list[dict]) -> None:
+        """``granularity`` is a known level or null; ``parent_id`` is null or names another
+        mask row of the same key, and following parents never comes back (no cycle).
+        Indexes written before these columns existed have neither: nothing to check."""
+        parents: dict[str, dict[int, int | None]] = {}
+        for row in rows:
+            key, ann_id = row.get("key"), row.get("annotation_id")
+            value = row.get("granularity")
+            if value is not None and value not in GRANULARITIES:
+                message = f"{value!r} is not one of {GRANULARITIES}"
+                self.problem(shard, key, f"index.masks[id {ann_id}].granularity", message)
+            parents.setdefault(key, {})[ann_id] = row.get("parent_id")
+        for key, links in parents.items():
+            for ann_id, parent in links.items():
+                where = f"index.masks[id {ann_id}].parent_id"
+                if parent is None:
+                    continue
+                if parent == ann_id:
+                    self.problem(shard, key, where, "a mask is its own parent")
+                elif parent not in links:
+                    self.problem(shard, key, where, f"no mask {parent} in this image")
+                elif _in_cycle(ann_id, links):
+                    self.problem(shard, key, where, "parent links form a cycle")
 
     def orphan_index_files(self, directory: Path) -> None:
         """Index files next to ``directory``'s shards that name a shard not in it."""
@@ -334,6 +360,16 @@ class _Validator:
                     continue
                 if name not in shards:
                     self.problem(str(file), None, "index", f"index file for missing shard {name}")
+
+
+def _in_cycle(start: int, parents: dict[int, int | None]) -> bool:
+    """Whether following ``parents`` from ``start`` comes back to ``start``."""
+    current, steps = parents.get(start), 0
+    while current is not None and steps <= len(parents):
+        if current == start:
+            return True
+        current, steps = parents.get(current), steps + 1
+    return False
 
 
 def validate_paths(

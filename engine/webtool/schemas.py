@@ -7,7 +7,7 @@ image and decodes the runs strictly.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +77,8 @@ class AcceptRequest(_Strict):
     point_coords: list[tuple[Coordinate, Coordinate]] = Field(
         default_factory=list, max_length=MAX_POINTS
     )
+    granularity: Literal["whole", "part", "subpart"] = "whole"
+    parent_id: int | None = Field(default=None, ge=0)  # id of the saved mask it is part of
 
 
 class DeleteRequest(_Strict):

@@ -204,6 +204,8 @@ class AnnotationService:
                 model_iou=None if model_iou is None else round(model_iou, 6),
                 hand_fixed=request.brush_strokes > 0,
                 level=None,
+                granularity=request.granularity,
+                parent_id=request.parent_id,
             ),
         )
         return self.store.accept(

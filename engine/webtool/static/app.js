@@ -128,8 +128,18 @@
       id: m.id, provenance: m.provenance || {}, bitmap: RLE.decode(m.segmentation),
     }));
     if (!S.saved.some((m) => m.id === S.selected)) S.selected = null;
+    fillParentChoices();
     rebuildSavedLayer();
     scheduleRender();
+  }
+
+  function fillParentChoices() {
+    // "Part of": none, or one of the saved masks (the server checks it exists)
+    const select = $("parent");
+    const keep = select.value;
+    select.replaceChildren(new Option("–", ""));
+    S.saved.forEach((m) => select.add(new Option(`mask ${m.id}`, String(m.id))));
+    select.value = S.saved.some((m) => String(m.id) === keep) ? keep : "";
   }
 
   // ---- prompts -----------------------------------------------------------------------------
@@ -235,6 +245,8 @@
       seconds: c.start === null ? 0 : (performance.now() - c.start) / 1000,
       image_seconds: imageSeconds(),
       point_coords: positive ? [positive] : [],
+      granularity: $("granularity").value,
+      parent_id: $("parent").value === "" ? null : Number($("parent").value),
     };
     try {
       const state = await api(`api/images/${S.key}/accept`, body);
