@@ -12,6 +12,7 @@ from reliability_support import output, run_args, sa_engine
 
 from engine import masks as mask_ops
 from engine.annotators.simulated import CostModel, SimulatedAnnotator
+from engine.audit.run import run_audit
 from engine.data.synthetic import SyntheticSource
 from engine.dataset.index import read_mask_index
 from engine.dataset.validate import validate_paths
@@ -130,3 +131,12 @@ def test_tiny_run_has_granularity_for_every_stage_and_valid_parent_links(tmp_pat
     assert {r["granularity"] for r in simulated} >= {"whole", "part"}
     report = validate_paths([run_dir / "shards"])
     assert report.ok, [str(p) for p in report.problems]
+    # the run's audit counts the levels and parent links per stage/round, as the index has them
+    audit = run_audit(run_dir, out_dir=tmp_path / "audit")
+    for name in GRANULARITIES:
+        assert sum(g["granularity"][name] for g in audit["groups"].values()) == sum(
+            r["granularity"] == name for r in rows
+        )
+    assert sum(g["with_parent"] for g in audit["groups"].values()) == len(parents)
+    html = (tmp_path / "audit" / "audit.html").read_text()
+    assert "whole / part / subpart" in html

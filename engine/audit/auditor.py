@@ -26,6 +26,7 @@ from engine.audit.metrics import THRESHOLDS, ReferenceMetrics, threshold_key
 from engine.audit.reference import ReferenceSet
 from engine.audit.stats import OVERLAP_THRESHOLDS, DatasetStats, check_rles, measure_image
 from engine.masks import rle_area
+from engine.records import GRANULARITIES
 from engine.sa1b import ImageRecord
 
 
@@ -58,6 +59,8 @@ class GroupSummary:
         self.clicks = 0
         self.seconds = 0.0
         self.hand_fixed = 0
+        self.whole = self.part = self.subpart = 0  # masks by granularity (index rows that say)
+        self.with_parent = 0  # masks whose index row links a parent mask
 
     def merge(self, other: GroupSummary) -> None:
         for name, value in vars(other).items():
@@ -73,6 +76,8 @@ class GroupSummary:
             "clicks_per_mask": self.clicks / p if p else None,
             "seconds_per_mask": self.seconds / p if p else None,
             "hand_fixed_share": self.hand_fixed / p if p else None,
+            "granularity": {"whole": self.whole, "part": self.part, "subpart": self.subpart},
+            "with_parent": self.with_parent,
         }
 
 
@@ -197,6 +202,10 @@ class Auditor:
         for ann in record.annotations:
             mp = provenance.masks.get(ann.id) if provenance is not None else None
             sources.append(mp.source if mp is not None else None)
+            if mp is not None and mp.granularity in GRANULARITIES:
+                setattr(summary, mp.granularity, getattr(summary, mp.granularity) + 1)
+            if mp is not None and mp.parent_id is not None:
+                summary.with_parent += 1
             if mp is not None and mp.clicks is not None:
                 summary.with_provenance += 1
                 summary.clicks += int(mp.clicks)

@@ -108,6 +108,8 @@ class MaskProvenance:
     clicks: int | None = None
     seconds: float | None = None
     hand_fixed: bool | None = None
+    granularity: str | None = None
+    parent_id: int | None = None
 
 
 @dataclass
@@ -128,6 +130,7 @@ MASK_COLUMNS = [
     "seconds",
     "hand_fixed",
 ]
+LEVEL_COLUMNS = ["granularity", "parent_id"]  # absent from indexes written before them
 
 
 class ShardProvenance:
@@ -165,12 +168,16 @@ class ShardProvenance:
             stage = rows["stage"][0]
             group = group_name(stage, rows["round"][0]) if stage else self.fallback
         image = ImageProvenance(group)
+        levels = rows.get("granularity") or [None] * len(rows["annotation_id"])
+        parents = rows.get("parent_id") or [None] * len(rows["annotation_id"])
         for i, ann_id in enumerate(rows["annotation_id"]):
             image.masks[int(ann_id)] = MaskProvenance(
                 source=rows["source"][i],
                 clicks=rows["clicks"][i],
                 seconds=rows["seconds"][i],
                 hand_fixed=rows["hand_fixed"][i],
+                granularity=levels[i],
+                parent_id=parents[i],
             )
         return image
 
@@ -187,7 +194,9 @@ def read_shard_provenance(shard: ShardInput) -> ShardProvenance:
         if images_path.is_file():
             images = pq.read_table(images_path, columns=["key", "stage", "round"])
         if masks_path.is_file():
-            masks = pq.read_table(masks_path, columns=MASK_COLUMNS)
+            present = pq.read_schema(masks_path).names
+            columns = MASK_COLUMNS + [c for c in LEVEL_COLUMNS if c in present]
+            masks = pq.read_table(masks_path, columns=columns)
     return ShardProvenance(images, masks, group_from_shard_name(shard.path.name))
 
 

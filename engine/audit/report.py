@@ -121,6 +121,13 @@ def _privacy_cell(privacy: dict) -> str:
     return text
 
 
+def _levels_cell(levels: dict | None) -> str:
+    """``"12 / 5 / 3"`` masks by granularity, or ``"—"`` when the index gives no level."""
+    if not levels or not any(levels.values()):
+        return "—"
+    return " / ".join(str(levels[name]) for name in ("whole", "part", "subpart"))
+
+
 def groups_table(summary: dict) -> str:
     """Per stage/round, like the paper's data-engine table (plus reference columns)."""
     ref_groups = (summary.get("reference") or {}).get("by_group", {})
@@ -133,6 +140,8 @@ def groups_table(summary: dict) -> str:
         "seconds/mask",
         "hand-fixed",
         "mean predicted IoU",
+        "whole / part / subpart",
+        "with parent",
     ]
     if ref_groups:
         header += ["pairs IoU ≥ 0.90", "recall @0.75", "recall @0.90", "ECE"]
@@ -147,6 +156,8 @@ def groups_table(summary: dict) -> str:
             _num(g["seconds_per_mask"]),
             _pct(g["hand_fixed_share"]),
             _num(g["mean_predicted_iou"]),
+            _levels_cell(g.get("granularity")),
+            _num(g.get("with_parent")),
         ]
         if ref_groups:
             r = ref_groups.get(name)
