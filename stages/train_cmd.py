@@ -168,6 +168,7 @@ def run_train_job(
     from engine.model import build_sam, save_checkpoint
     from engine.train.checkpoint import load_checkpoint
     from engine.train.steplog import truncate_step_log
+    from stages.retrain import seeded_model
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_yaml)
@@ -186,7 +187,8 @@ def run_train_job(
         logger.info("run %s: %s; retraining for %d more steps", run_dir, reason, options.steps)
     options = dataclasses.replace(options, steps=segment.target, schedule_start=segment.start)
     truncate_step_log(run_dir / STEP_LOG, done_step)
-    build_model = partial(build_sam, preset, start_checkpoint, drop_path_rate=drop_path)
+    # a random start seeded by train.seed, so the same command trains the same model
+    build_model = partial(seeded_model, preset, start_checkpoint, options.seed, drop_path)
     with tracker.run(run_dir.name, run_id=state.get("mlflow_run_id")) as run_id:
         if state.get("mlflow_run_id") is None:
             tracker.log_params(resolved_config)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.model import build_sam
 from engine.train.checkpoint import load_checkpoint
@@ -139,3 +140,22 @@ def test_help_and_cfg_print_without_training(capsys):
     )
     assert main(["train", "--cfg", "train.steps=9"]) == 0
     assert "steps: 9" in capsys.readouterr().out
+
+
+def _final_weights(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir / "checkpoints" / "train.pt")["model"]
+
+
+def test_the_same_command_trains_the_same_model_and_the_seed_changes_it(finished_run, tmp_path):
+    """The random start is seeded by ``train.seed``: the same command into two new run
+    directories gives the same weights; another seed gives others."""
+    _, args, _ = finished_run
+    base = [a for a in args if not a.startswith(("run_dir=", "tracking.register_model="))]
+    runs = {"one": [], "two": [], "other": ["train.seed=1"]}
+    for name, extra in runs.items():
+        result = sa_engine(*base, *extra, f"run_dir={tmp_path / name}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    a, b, c = (_final_weights(tmp_path / name) for name in runs)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
