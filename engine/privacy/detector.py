@@ -38,26 +38,6 @@ class PrivacyBox:
 class PrivacyDetector(Protocol):
     """Finds regions to blur in an ``H×W×3`` uint8 RGB image."""
 
-    @staticmethod
-    def check_arguments(
-        faces: bool = True,
-        plates: bool = True,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 8,
-        min_size: int = 24,
-    ) -> None:
-        """Raise ``ValueError``/``TypeError`` on arguments ``__init__`` would refuse."""
-        if not (faces or plates):
-            raise ValueError("HaarDetector needs faces=True or plates=True")
-        if not scale_factor > 1.0:
-            raise ValueError(f"scale_factor must be > 1, got {scale_factor}")
-        if isinstance(min_neighbors, bool) or not isinstance(min_neighbors, int):
-            raise TypeError(f"min_neighbors must be an int, got {min_neighbors!r}")
-        if min_neighbors < 0:
-            raise ValueError(f"min_neighbors must be >= 0, got {min_neighbors}")
-        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
-            raise ValueError(f"min_size must be an int >= 1, got {min_size!r}")
-
     def detect(self, image_rgb: np.ndarray) -> list[PrivacyBox]: ...
 
 
