@@ -130,7 +130,7 @@ def resolution_ceiling(preset: str, items: list, grid: int | None = None) -> dic
     """mIoU an ideal decoder could reach with this preset's low-res grid.
 
     Each reference mask is resized into the input frame, area-averaged onto the low-res grid
-    (``4 × image_size / patch_size`` cells a side, or ``grid``) and turned into logits
+    (``4 × image_size / output stride`` cells a side, or ``grid``) and turned into logits
     (coverage 0.5 → logit 0), then upsampled and thresholded as ``Sam.postprocess_masks`` does.
     Not a strict bound (a decoder may sharpen edges) but close: small masks lose most, their
     shape falls between cells.
@@ -142,7 +142,8 @@ def resolution_ceiling(preset: str, items: list, grid: int | None = None) -> dic
     from engine.model import ResizeLongestSide
 
     size = PRESETS[preset]["image_size"]
-    grid = grid or 4 * size // 16  # every preset: a stride-16 embedding, 4× upscaled
+    stride = PRESETS[preset].get("encoder_output_stride", 16)  # ViT presets: patch 16
+    grid = grid or 4 * size // stride  # the embedding grid, 4× upscaled
     ious, areas = [], []
     for item in items:
         gts = np.stack([rle_to_mask(r.rle) for r in item.references])

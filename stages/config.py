@@ -16,7 +16,7 @@ from engine.data.concat import FirstEntries
 from engine.data.sources import SOURCE_KINDS, ImageSource, open_source
 from engine.train.loop import TrainOptions
 
-MODEL_PRESETS = ("tiny", "mobile", "mobile_sam", "vit_b", "vit_l", "vit_h")
+MODEL_PRESETS = ("tiny", "mobile", "mobile_s8", "mobile_sam", "vit_b", "vit_l", "vit_h")
 
 
 @dataclass

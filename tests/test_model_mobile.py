@@ -115,6 +115,30 @@ def test_tiny_vit_presets_are_checked():
         resolve_preset(uneven)
     with pytest.raises(ValueError, match="multiple of 16"):
         build_sam({**PRESETS["mobile"], "image_size": 250})
+    with pytest.raises(ValueError, match="output_stride must be one of"):
+        build_sam({**PRESETS["mobile"], "encoder_output_stride": 4})
+    two_stages = {
+        **PRESETS["mobile"],
+        **{key: PRESETS["mobile"][key][:2] for key in ("encoder_embed_dims", "encoder_depths")},
+        **{key: PRESETS["mobile"][key][:2] for key in ("encoder_num_heads",)},
+        "encoder_window_sizes": (8, 8),
+    }
+    with pytest.raises(ValueError, match="cannot reach output stride 16"):
+        build_sam(two_stages)
+
+
+def test_mobile_s8_keeps_the_weights_of_mobile_at_twice_the_grid():
+    """Output stride 8: the last two stages stay at 1/8 (no parameter changes shape), so the
+    embedding is 32×32 and the low-res masks 128×128 at the same 256-px input."""
+    model = build_sam("mobile_s8")
+    assert _shapes(model) == _shapes(build_sam("mobile"))
+    assert model.prompt_encoder.image_embedding_size == (32, 32)
+    assert model.prompt_encoder.mask_input_size == (128, 128)
+    with torch.no_grad():
+        out = model.image_encoder(torch.randn(2, 3, 256, 256))
+    assert out.shape == (2, 128, 32, 32)
+    assert preset_from_model(model) == PRESETS["mobile_s8"]
+    assert sorted(matching_presets(_shapes(model))) == ["mobile", "mobile_s8"]
 
 
 def test_mobile_checkpoint_round_trip_and_a_wrong_preset_is_named(tmp_path):
@@ -141,15 +165,19 @@ def test_drop_path_in_tiny_vit_only_acts_in_training():
         assert not torch.allclose(dropped.image_encoder(x), dropped.image_encoder(x))
 
 
-def test_predictor_and_amg_run_on_the_mobile_preset():
+@pytest.mark.parametrize(("name", "low_res_side"), [("mobile", 64), ("mobile_s8", 128)])
+def test_predictor_and_amg_run_on_the_mobile_presets(name, low_res_side):
     torch.manual_seed(0)
-    model = build_sam("mobile")
+    model = build_sam(name)
     _randomise_(model, seed=5)
     image = _image(192, 256, seed=1)
     predictor = SamPredictor(model)
     predictor.set_image(image)
     masks, iou, low_res = predictor.predict(np.array([[60, 80]]), np.array([1]))
-    assert masks.shape == (3, 192, 256) and iou.shape == (3,) and low_res.shape == (3, 64, 64)
+    assert masks.shape == (3, 192, 256) and iou.shape == (3,)
+    assert low_res.shape == (3, low_res_side, low_res_side)
+    again, _, _ = predictor.predict(np.array([[60, 80]]), np.array([1]), mask_input=low_res[:1])
+    assert again.shape == (3, 192, 256)
     generator = AutomaticMaskGenerator(
         model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
     )

@@ -135,7 +135,7 @@ def test_help_and_cfg_print_without_training(capsys):
 
     assert main(["train", "--help"]) == 0
     assert (
-        "model: mobile, mobile_public, mobile_sam, tiny, vit_b, vit_h, vit_l"
+        "model: mobile, mobile_public, mobile_s8, mobile_sam, tiny, vit_b, vit_h, vit_l"
         in capsys.readouterr().out
     )
     assert main(["train", "--cfg", "train.steps=9"]) == 0

@@ -99,6 +99,7 @@ PRESETS.update(
             "encoder_num_heads": (2, 4, 5, 10),
             "encoder_window_sizes": (7, 7, 14, 7),
             "encoder_num_classes": 1000,
+            "encoder_output_stride": 16,
             **_MOBILE_SAM_DECODER,
         },
         # CPU-sized TinyViT: see docs/training.md for the measured choice of sizes.
@@ -109,6 +110,7 @@ PRESETS.update(
             "encoder_num_heads": (1, 2, 4, 5),
             "encoder_window_sizes": (8, 8, 8, 8),
             "encoder_num_classes": 0,
+            "encoder_output_stride": 16,
             "image_size": 256,
             "prompt_embed_dim": 128,
             "mask_in_chans": 16,
@@ -120,6 +122,8 @@ PRESETS.update(
         },
     }
 )
+# ``mobile`` at output stride 8: a 32×32 embedding and 128×128 low-res masks at the same input
+PRESETS["mobile_s8"] = {**PRESETS["mobile"], "encoder_output_stride": 8}
 TINY_VIT_KEYS = tuple(PRESETS["mobile_sam"])
 _LIST_KEYS = ("encoder_embed_dims", "encoder_depths", "encoder_num_heads", "encoder_window_sizes")
 
@@ -165,6 +169,7 @@ def _image_encoder(p: Mapping[str, Any], drop_path_rate: float) -> nn.Module:
             out_chans=p["prompt_embed_dim"],
             num_classes=p["encoder_num_classes"],
             drop_path_rate=drop_path_rate,
+            output_stride=p["encoder_output_stride"],
         )
     return ImageEncoderViT(
         img_size=p["image_size"],
@@ -186,7 +191,8 @@ def _image_encoder(p: Mapping[str, Any], drop_path_rate: float) -> nn.Module:
 def construct_sam(preset: Mapping[str, Any], drop_path_rate: float = 0.0) -> Sam:
     """A randomly initialised :class:`Sam` from a resolved preset dict (train mode)."""
     p = resolve_preset(preset)
-    grid = p["image_size"] // 16  # both encoders: stride 16
+    stride = p["encoder_output_stride"] if is_tiny_vit(p) else p["patch_size"]
+    grid = p["image_size"] // stride
     dim = p["prompt_embed_dim"]
     return Sam(
         image_encoder=_image_encoder(p, drop_path_rate),
@@ -233,6 +239,7 @@ def preset_from_model(model: Sam) -> dict[str, Any]:
             "encoder_num_heads": enc.num_heads,
             "encoder_window_sizes": enc.window_sizes,
             "encoder_num_classes": enc.head.out_features if isinstance(enc.head, nn.Linear) else 0,
+            "encoder_output_stride": enc.output_stride,
             **common,
         }
     blocks = list(enc.blocks)

@@ -4,10 +4,11 @@ windowed attention, for CPUs.
 The layout follows MobileSAM's TinyViT-5M so its checkpoints load with the same keys and
 shapes: a stride-4 convolutional stem (``patch_embed``), stage 0 of MBConv blocks, stages 1–3
 of TinyViT blocks (windowed attention with learned relative-offset biases, a depth-wise
-convolution, an MLP), a ``PatchMerging`` between stages (stride 2, except before the last
-stage, which MobileSAM keeps at stride 16), an unused classification norm/head kept for the
-checkpoint's keys, and a neck to ``out_chans`` channels. The output is ``B×out_chans×g×g``
-with ``g = img_size / 16``, as the ViT encoder's.
+convolution, an MLP), a ``PatchMerging`` between stages (stride 2 until ``output_stride`` is
+reached, then 1: MobileSAM's stride 16 keeps its last stage at 1/16; stride 8 keeps the last
+two stages at 1/8), an unused classification norm/head kept for the checkpoint's keys, and a
+neck to ``out_chans`` channels. The output is ``B×out_chans×g×g`` with
+``g = img_size / output_stride`` (16: the ViT encoder's).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.model.layers import LayerNorm2d
+
+OUTPUT_STRIDES = (8, 16)
 
 
 class ConvBN(nn.Sequential):
@@ -210,17 +213,21 @@ class TinyViT(nn.Module):
         num_classes: int = 1000,
         drop_path_rate: float = 0.0,
         in_chans: int = 3,
+        output_stride: int = 16,
     ) -> None:
         super().__init__()
-        if img_size % 16:
-            raise ValueError(f"img_size must be a multiple of 16, got {img_size}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+        if img_size % output_stride:
+            raise ValueError(f"img_size must be a multiple of {output_stride}, got {img_size}")
         self.img_size = img_size
+        self.output_stride = output_stride
         self.embed_dims, self.depths = tuple(embed_dims), tuple(depths)
         self.num_heads, self.window_sizes = tuple(num_heads), tuple(window_sizes)
         self.patch_embed = Stem(in_chans, embed_dims[0])
         count = sum(depths)
         rates = [drop_path_rate * i / max(count - 1, 1) for i in range(count)]  # linear rule
-        side = img_size // 4
+        side, reached = img_size // 4, 4  # the stem's stride
         last = len(embed_dims) - 1
         self.layers = nn.ModuleList()
         for stage in range(len(depths)):
@@ -228,9 +235,11 @@ class TinyViT(nn.Module):
             stage_rates = rates[sum(depths[:stage]) : sum(depths[: stage + 1])]
             downsample = None
             if stage < last:
-                stride = 1 if stage + 1 == last else 2  # MobileSAM: the last stage stays at 1/16
+                # halve until the output stride is reached (MobileSAM: 1/16 before the last
+                # stage, which merges at stride 1)
+                stride = 2 if reached < output_stride else 1
                 downsample = PatchMerging(resolution, dim, embed_dims[stage + 1], stride)
-                next_side = side // stride
+                next_side, reached = side // stride, reached * stride
             if stage == 0:
                 blocks = [MBConv(dim, mbconv_expand_ratio, r) for r in stage_rates]
             else:
@@ -241,6 +250,8 @@ class TinyViT(nn.Module):
             self.layers.append(Stage(blocks, downsample))
             if downsample is not None:
                 side = next_side
+        if reached != output_stride:
+            raise ValueError(f"{len(depths)} stages cannot reach output stride {output_stride}")
         self.grid = side
         self.norm_head = nn.LayerNorm(embed_dims[-1])  # unused; kept for checkpoint keys
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
