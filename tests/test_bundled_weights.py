@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from engine.model import SamPredictor, build_sam
 from engine.weights import WEIGHTS_DIR, bundled_names, provenance, resolve_checkpoint
-from engine.weights.ship import sha256
+from engine.weights.ship import sha256, ship
 from stages import hydra_app
 
 NAME = "mobile_public"
@@ -25,9 +28,68 @@ def test_the_bundled_checkpoint_is_what_the_committed_train_config_writes():
     # to configs/train_job.yaml (or its groups) without `make weights` fails here
     job, _, yaml_text = hydra_app.load_train_job(overrides)
     assert (WEIGHTS_DIR / f"{NAME}.yaml").read_text() == yaml_text
-    assert all(not o.startswith(("model", "seed", "train.seed")) for o in overrides)
     assert job.model.preset == "mobile" and job.train.seed == 0
     assert record["step"] >= 1 and record["eval"]["miou_1click"] > 0
+    # each run of the chain (`make weights`) starts from the committed recipe's random start,
+    # or, continued, from the shipped file it replaced; nothing else about the model is set
+    starts = {f"model.checkpoint=bundled:{NAME}"} if "start" in record else set()
+    assert {o for o in overrides if o.startswith(("model", "seed", "train.seed"))} == starts
+    if "start" in record:
+        _assert_is_a_committed_start(record["start"])
+
+
+def _assert_is_a_committed_start(start: dict) -> None:
+    assert "start" not in start  # the chain has two runs: the base recipe, then its continuation
+    overrides = start["overrides"]
+    assert start["command"] == " ".join(["sa-engine train", *overrides])
+    assert all(not o.startswith(("model", "seed", "train.seed", "run_dir")) for o in overrides)
+    job, _, _ = hydra_app.load_train_job(overrides)
+    assert job.model.preset == "mobile" and job.model.checkpoint == "" and job.train.seed == 0
+    assert start["step"] >= 1 and start["eval"]["miou_1click"] > 0
+
+
+def test_shipping_a_continued_run_keeps_the_record_it_replaces(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    first = _finished_run(tmp_path / "first", b"first weights", step=10)
+    base = ship(first, "demo", ["train.steps=10"], weights_dir=weights)
+    assert base["command"] == "sa-engine train train.steps=10" and "start" not in base
+    second = _finished_run(tmp_path / "second", b"second weights", step=20)
+    overrides = ["model.checkpoint=bundled:demo", "train.steps=20"]
+    record = ship(second, "demo", overrides, continued=True, weights_dir=weights)
+    assert record["start"] == base
+    assert record["sha256"] == sha256(weights / "demo.pt") != base["sha256"]
+    assert json.loads((weights / "demo.json").read_text()) == record
+
+
+def test_a_continued_run_must_have_started_from_the_unchanged_shipped_file(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    ship(_finished_run(tmp_path / "first", b"first", step=1), "demo", [], weights_dir=weights)
+    run = _finished_run(tmp_path / "second", b"second", step=2)
+    with pytest.raises(ValueError, match="must have started from 'model.checkpoint=bundled:demo'"):
+        ship(run, "demo", ["train.steps=2"], continued=True, weights_dir=weights)
+    (weights / "demo.pt").write_bytes(b"changed since it was shipped")
+    with pytest.raises(ValueError, match="no longer matches demo.json"):
+        ship(run, "demo", ["model.checkpoint=bundled:demo"], continued=True, weights_dir=weights)
+    assert (weights / "demo.pt").read_bytes() == b"changed since it was shipped"  # nothing copied
+
+
+def test_an_unfinished_run_is_not_shipped(tmp_path):
+    run = _finished_run(tmp_path / "run", b"weights", step=3)
+    (run / "state.json").write_text(json.dumps({"status": "training", "step": 3}))
+    with pytest.raises(ValueError, match="has not finished"):
+        ship(run, "demo", [], weights_dir=tmp_path)
+    assert not (tmp_path / "demo.pt").exists()
+
+
+def _finished_run(run_dir: Path, weights: bytes, step: int) -> Path:
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "model.pt").write_bytes(weights)
+    (run_dir / "config.yaml").write_text(f"train:\n  steps: {step}\n")
+    state = {"status": "complete", "step": step, "train_seconds": 1.5, "eval": {"miou_1click": 0.5}}
+    (run_dir / "state.json").write_text(json.dumps(state))
+    return run_dir
 
 
 def test_the_bundled_checkpoint_loads_safely_and_segments():
