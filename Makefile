@@ -31,7 +31,8 @@ lint: install
 # Rebuild the shipped initial model (engine/weights/mobile_public.*), two runs of `sa-engine train`
 # with the committed recipe (~2.5 h on 2 cores): 4000 steps on 600 public scenes, shipped; then
 # 6500 more from that file, with correction clicks on 3000 scenes, shipped over it (--continued
-# keeps the first run's record inside the second's).
+# keeps the first run's record inside the second's). If the second run stops, its two lines run
+# again resume it (`sa-engine train` continues from runs/long/checkpoints/train.pt).
 WEIGHTS_OVERRIDES := train.steps=4000 'train.decay_steps=[3200]' train.time_limit_s=3000 data.count=600
 WEIGHTS_CONTINUED := run_dir=runs/long model.checkpoint=bundled:mobile_public data.count=3000 \
 	train.num_iterations=3 train.steps=6500 'train.decay_steps=[5400]' train.time_limit_s=6600
