@@ -130,6 +130,22 @@ def test_iteration_plan_has_eight_new_points_in_eleven():
 
 
 @pytest.mark.parametrize(
+    ("iterations", "expected"),
+    [(1, [[False]]), (2, [[False, True]]), (3, [[False, True, False]])],
+)
+def test_a_short_plan_keeps_a_correction_click(iterations, expected):
+    plans = {tuple(iteration_plan(iterations, torch.Generator().manual_seed(s))) for s in range(20)}
+    assert plans == {tuple(p) for p in expected}
+
+
+def test_four_and_five_iterations_keep_two_without_a_point():
+    for iterations in (4, 5):
+        for seed in range(20):
+            plan = iteration_plan(iterations, torch.Generator().manual_seed(seed))
+            assert plan.count(False) == 3 and not plan[0] and not plan[-1]
+
+
+@pytest.mark.parametrize(
     ("step", "expected"),
     [(0, 0.25), (1, 0.5), (3, 1.0), (4, 1.0), (9, 1.0), (10, 0.1), (19, 0.1), (20, 0.01)],
 )

@@ -159,16 +159,19 @@ def iteration_plan(
     and for the iterations that only refine the mask prompt.
 
     With the defaults: iteration 0 is the initial prompt, the last and one random iteration
-    in between add no point, the other 8 add one sampled point each.
+    in between add no point, the other 8 add one sampled point each. A shorter simulation
+    keeps at least one new point: with 2 iterations the second adds one, with 3 only the
+    last goes without (so 3 iterations = 1 correction click + 1 mask-only refinement).
     """
     if num_iterations < 1:
         raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
     if num_without_point not in (0, 1, 2):
         raise ValueError(f"num_without_point must be 0, 1 or 2, got {num_without_point}")
     plan = [i > 0 for i in range(num_iterations)]
-    if num_without_point >= 1 and num_iterations > 1:
+    without = min(num_without_point, max(num_iterations - 2, 0))
+    if without >= 1:
         plan[-1] = False
-    if num_without_point == 2 and num_iterations > 2:
+    if without == 2:
         device = _device(generator, torch.device("cpu"))
         draw = torch.randint(num_iterations - 2, (1,), generator=generator, device=device)
         middle = 1 + int(draw)
