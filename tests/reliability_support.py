@@ -40,6 +40,7 @@ MINI = [
     "stages.fully_automatic.stability_score_thresh=0.0",
     "stages.fully_automatic.min_mask_region_area=4",
     "train.steps=4",
+    "train.lr=3e-4",  # the random tiny model's 4 steps; its stage 3 gives an image 2+ masks
     "train.warmup_steps=1",
     "train.masks_per_image=2",
     "train.num_iterations=2",
