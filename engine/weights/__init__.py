@@ -1,8 +1,8 @@
 """Checkpoints shipped with the package, each rebuilt by one documented command.
 
 ``mobile_public``: the ``mobile`` preset trained by ``sa-engine train`` (the committed
-``configs/train_job.yaml`` and its seed) on the synthetic ``public`` split, in three runs (each
-continued from the one before's shipped file; ``make weights``). Next to each
+``configs/train_job.yaml`` and its seed) on the synthetic ``public`` split, in three runs (the
+second and third continue from the file shipped before them; ``make weights``). Next to each
 ``NAME.pt`` lie ``NAME.yaml`` (the resolved config that trained it) and ``NAME.json`` (its
 provenance: the command, the file's SHA-256, steps, seconds and the evaluation). Config
 values ``bundled:NAME`` name them (``model.checkpoint=bundled:mobile_public``).
