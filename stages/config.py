@@ -119,6 +119,7 @@ class TrainConfig:
     num_iterations: int = 11
     loss_at: str = "low_res"
     mask_loss: str = "focal"
+    iou_target: str = "prompt"
     augment_flip: float = 0.0
     augment_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     augment_color: float = 0.0
@@ -148,6 +149,7 @@ class TrainConfig:
             num_iterations=self.num_iterations,
             loss_at=self.loss_at,
             mask_loss=self.mask_loss,
+            iou_target=self.iou_target,
             augment_flip=self.augment_flip,
             augment_scale=(self.augment_scale[0], self.augment_scale[1]),
             augment_color=self.augment_color,

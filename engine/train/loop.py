@@ -36,7 +36,7 @@ from engine.train.checkpoint import (
 from engine.train.data import TrainDataset, collate
 from engine.train.losses import MASK_LOSSES
 from engine.train.schedule import lr_at, param_groups, set_lr
-from engine.train.step import InteractiveStep
+from engine.train.step import IOU_TARGETS, InteractiveStep
 
 AUTOCAST = ("auto", "bf16", "off")
 STAT_NAMES = ("loss", "focal", "dice", "iou_mse", "iou_first", "iou_last", "masks")
@@ -48,6 +48,9 @@ class TrainOptions:
 
     ``decay_steps``: optimizer steps at which the lr is multiplied by ``decay_factor``.
     ``mask_loss``: "focal" (the paper's 20·focal + dice) or "bce" (BCE + dice).
+    ``iou_target``: what the IoU head learns a first click's outputs against: "prompt" (the
+    paper: the clicked mask) or "containing" (the best of the masks holding the click;
+    ``engine.train.step``).
     ``augment_*``: flip probability, scale range and colour strength (``engine.train.augment``;
     the defaults are off).
     ``grad_clip``: max global gradient norm (0 = off). ``autocast``: "auto" = bf16 on CUDA,
@@ -71,6 +74,7 @@ class TrainOptions:
     num_iterations: int = 11
     loss_at: str = "low_res"
     mask_loss: str = "focal"
+    iou_target: str = "prompt"
     augment_flip: float = 0.0
     augment_scale: tuple[float, float] = (1.0, 1.0)
     augment_color: float = 0.0
@@ -89,6 +93,8 @@ class TrainOptions:
             raise ValueError(
                 f"mask_loss must be one of {tuple(MASK_LOSSES)}, got {self.mask_loss!r}"
             )
+        if self.iou_target not in IOU_TARGETS:
+            raise ValueError(f"iou_target must be one of {IOU_TARGETS}, got {self.iou_target!r}")
         self.augmentation()  # validates the augmentation numbers
         for name in ("steps", "images_per_step", "masks_per_image", "num_iterations"):
             if int(getattr(self, name)) < 1:
@@ -208,7 +214,11 @@ def train(
     if options.freeze_image_encoder:
         model.image_encoder.requires_grad_(False)
     step_module = InteractiveStep(
-        model, options.num_iterations, loss_at=options.loss_at, mask_loss=options.mask_loss
+        model,
+        options.num_iterations,
+        loss_at=options.loss_at,
+        mask_loss=options.mask_loss,
+        iou_target=options.iou_target,
     )
     augmentation = options.augmentation()
     runner: nn.Module = step_module

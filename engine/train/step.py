@@ -14,10 +14,14 @@ encoder once) and, for each image's masks, runs the 11-iteration simulation of
 
 Masks are compared in the padded input frame (S×S): low-res logits are upsampled bilinearly to
 S×S, thresholded at 0 and cut to the real image (``valid_hw``); the actual IoU the IoU head
-learns is measured there. The mask loss is computed on the low-res logits against area-averaged
-(soft) targets (``loss_at="low_res"``, the default: 16× fewer pixels) or on the upsampled
-logits against the S×S masks (``loss_at="input"``). The returned loss is the mean over masks
-and iterations.
+learns is measured there. ``iou_target`` says against what: "prompt" (the paper) — the mask the
+prompt was drawn from; "containing" — for the 3 outputs of a single first click, the best IoU
+with any of the image's masks (in the batch) that contain the click (the whole, part or
+sub-part the point is ambiguous between), so a good mask of another level is not taught a low
+score; every other iteration keeps the prompt's mask. The mask loss is computed on the low-res
+logits against area-averaged (soft) targets (``loss_at="low_res"``, the default: 16× fewer
+pixels) or on the upsampled logits against the S×S masks (``loss_at="input"``). The returned
+loss is the mean over masks and iterations.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from engine.train.prompts import (
 )
 
 LOSS_AT = ("low_res", "input")
+IOU_TARGETS = ("prompt", "containing")
 
 
 class InteractiveStep(nn.Module):
@@ -53,16 +58,20 @@ class InteractiveStep(nn.Module):
         loss_at: str = "low_res",
         box_probability: float = 0.5,
         mask_loss: str = "focal",
+        iou_target: str = "prompt",
     ) -> None:
         super().__init__()
         if loss_at not in LOSS_AT:
             raise ValueError(f"loss_at must be one of {LOSS_AT}, got {loss_at!r}")
+        if iou_target not in IOU_TARGETS:
+            raise ValueError(f"iou_target must be one of {IOU_TARGETS}, got {iou_target!r}")
         self.sam = sam
         self.num_iterations = num_iterations
         self.num_without_point = num_without_point
         self.loss_at = loss_at
         self.box_probability = box_probability
         self.mask_loss = mask_loss
+        self.iou_target = iou_target
 
     @property
     def img_size(self) -> int:
@@ -91,10 +100,10 @@ class InteractiveStep(nn.Module):
             valid[: target.valid_hw[0], : target.valid_hw[1]] = True
             is_box = first_prompt_is_box(len(gt), generator, self.box_probability).to(gt.device)
             embedding = embeddings[index : index + 1]
-            for group in (is_box, ~is_box):
+            for group, with_box in ((is_box, True), (~is_box, False)):
                 if group.any():
                     sums = self._simulate(
-                        embedding, dense_pe, gt[group], valid, bool(group[0]), plan, generator
+                        embedding, dense_pe, gt, group, with_box, valid, plan, generator
                     )
                     for name, value in sums.items():
                         totals[name] = totals.get(name, 0) + value
@@ -114,16 +123,19 @@ class InteractiveStep(nn.Module):
         self,
         embedding: torch.Tensor,
         dense_pe: torch.Tensor,
-        gt: torch.Tensor,
-        valid: torch.Tensor,
+        image_gt: torch.Tensor,
+        group: torch.Tensor,
         start_with_box: bool,
+        valid: torch.Tensor,
         plan: list[bool],
         generator: torch.Generator | None,
     ) -> dict[str, torch.Tensor]:
-        """Run the iterations for ``M`` masks of one image that share a first-prompt kind.
+        """Run the iterations for the masks ``image_gt[group]`` of one image, which share a
+        first-prompt kind (a box or a point).
 
         Returns sums over masks and iterations (loss with gradient; the rest detached).
         """
+        gt = image_gt[group]
         m, size = len(gt), gt.shape[-1]
         rows = torch.arange(m, device=gt.device)
         boxes = None
@@ -135,6 +147,10 @@ class InteractiveStep(nn.Module):
             first, _ = sample_points_in_masks(gt, generator)
             coords = first[:, None]
             labels = torch.ones((m, 1), dtype=torch.long, device=gt.device)
+        containing = None
+        if self.iou_target == "containing" and not start_with_box:
+            x, y = coords[:, 0, 0].long(), coords[:, 0, 1].long()
+            containing = image_gt[:, y, x].T  # M×N: mask n of the image holds click m
         gt_float = gt.float()
         low_targets = None
         mask_input = None
@@ -160,12 +176,19 @@ class InteractiveStep(nn.Module):
             with torch.no_grad():
                 predicted = (upsampled > 0) & valid
                 true_iou = mask_iou(predicted, gt[:, None].expand_as(predicted))
+                head_target = true_iou
+                if iteration == 0 and containing is not None:
+                    head_target = best_containing_iou(predicted, image_gt, containing)
             if self.loss_at == "input":
-                out = sam_loss(upsampled, iou_pred, gt_float, true_iou, pixel_loss=self.mask_loss)
+                out = sam_loss(
+                    upsampled, iou_pred, gt_float, head_target, pixel_loss=self.mask_loss
+                )
             else:
                 if low_targets is None:
                     low_targets = F.adaptive_avg_pool2d(gt_float[:, None], low_res.shape[-2:])
-                out = sam_loss(low_res, iou_pred, low_targets, true_iou, pixel_loss=self.mask_loss)
+                out = sam_loss(
+                    low_res, iou_pred, low_targets, head_target, pixel_loss=self.mask_loss
+                )
             best = iou_pred.detach().argmax(dim=1)
             mask_input = low_res[rows, best][:, None].detach()
             previous = predicted[rows, best]
@@ -183,3 +206,17 @@ class InteractiveStep(nn.Module):
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0) + value
         return sums
+
+
+def best_containing_iou(
+    predicted: torch.Tensor, image_gt: torch.Tensor, containing: torch.Tensor
+) -> torch.Tensor:
+    """``M×K`` best IoU of each of ``M×K×H×W`` predicted masks with the masks of ``N×H×W``
+    ``image_gt`` that ``containing`` (M×N bool) allows for its prompt (0 when none)."""
+    flat = predicted.flatten(-2).float()  # M×K×P
+    refs = image_gt.flatten(-2).float()  # N×P
+    inter = flat @ refs.T  # M×K×N
+    union = flat.sum(-1, keepdim=True) + refs.sum(-1)[None, None] - inter
+    iou = inter / union.clamp(min=1)
+    iou = torch.where(containing[:, None, :], iou, torch.zeros_like(iou))
+    return iou.max(dim=-1).values
