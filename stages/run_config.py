@@ -48,6 +48,7 @@ class PrefillConfig:
     points_per_side: int = 16
     pred_iou_thresh: float = 0.92
     stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
     min_mask_region_area: int = 25
     covered_iou: float = 0.75
@@ -67,6 +68,7 @@ class AutomaticConfig:
     points_per_batch: int = 256
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
     crop_n_layers: int = 2
     min_mask_region_area: int = 100
 

@@ -246,6 +246,7 @@ def test_driver_killed_mid_run_resumes_to_the_same_dataset(local_run, tmp_path):
         ("stages.accept_iou=-0.5", "accept_iou"),
         ("model.checkpoint=/no/such/file.pt", "model.checkpoint"),
         ("stages.prefill.pred_iou_thresh=-1", "stages.prefill"),
+        ("stages.fully_automatic.stability_score_offset=0", "stability_score_offset must be > 0"),
         ("stages.annotator=robot", "stages.annotator"),
         ("train.steps=0", "train"),
         ("initial.rehearsal_images=-1", "initial.rehearsal_images"),
