@@ -185,8 +185,8 @@ def main() -> None:
     preset_name = automatic.pop("preset")
     automatic.pop("images")
     task = FullyAutomaticTask(generator=automatic, preset=preset_name)
-    source = SyntheticSource.from_split(
-        "heldout", args.heldout, height=cfg.data.height, width=cfg.data.width
+    source = SyntheticSource.from_split(  # held-out scenes of the run's pool style (target)
+        "heldout", args.heldout, height=cfg.data.height, width=cfg.data.width, style=cfg.data.style
     )
     items = [source.load(e) for e in source.entries()]
     torch.set_num_threads(2)
