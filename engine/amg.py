@@ -102,6 +102,8 @@ class AutomaticMaskGenerator:
             ("stability_score_offset", stability_score_offset),
         ]:
             _check_float(name, value)
+        if not stability_score_offset > 0.0:  # IoU(logits > +o, logits > -o): o > 0 or no band
+            raise ValueError(f"stability_score_offset must be > 0, got {stability_score_offset!r}")
         for name, value in [
             ("stability_score_thresh", stability_score_thresh),
             ("box_nms_thresh", box_nms_thresh),

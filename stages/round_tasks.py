@@ -52,8 +52,6 @@ class TaskFactory:
             for name, value in values.items():
                 if name.endswith("_thresh") and not 0.0 <= value <= 1.0:
                     raise ValueError(f"stages.{group}.{name} must be in [0, 1], got {value}")
-                if name == "stability_score_offset" and not value > 0.0:
-                    raise ValueError(f"stages.{group}.{name} must be > 0, got {value}")
         probe = build_sam("tiny")
         try:
             AutomaticMaskGenerator(probe, **self.prefill)

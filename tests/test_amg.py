@@ -45,6 +45,7 @@ def image() -> np.ndarray:
         ({"crop_n_points_downscale_factor": 0}, ValueError, "downscale_factor must be >= 1"),
         ({"min_mask_region_area": -5}, ValueError, "min_mask_region_area must be >= 0, got -5"),
         ({"max_mask_fraction": 0.0}, ValueError, "max_mask_fraction must be in \\(0, 1\\]"),
+        ({"stability_score_offset": 0.0}, ValueError, "stability_score_offset must be > 0"),
         ({"max_mask_fraction": 1.2}, ValueError, "max_mask_fraction .* got 1.2"),
         ({"encoder_batch_size": 0}, ValueError, "encoder_batch_size must be >= 1, got 0"),
         ({"point_grids": [np.zeros((4, 2))]}, ValueError, "exactly one of points_per_side"),

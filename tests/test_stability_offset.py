@@ -43,7 +43,7 @@ def test_the_offset_reaches_the_prefill_and_stage_three_generators(tmp_path):
 @pytest.mark.parametrize("offset", ["0", "-0.5"])
 def test_a_non_positive_offset_is_refused_by_the_check(tmp_path, group, offset):
     factory = _factory([f"stages.{group}.stability_score_offset={offset}"], tmp_path)
-    with pytest.raises(ValueError, match=f"stages.{group}.stability_score_offset must be > 0"):
+    with pytest.raises(ValueError, match=f"stages.{group}: stability_score_offset must be > 0"):
         factory.check()
 
 
