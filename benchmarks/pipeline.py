@@ -79,15 +79,20 @@ class ForwardTimer:
         self.seconds += time.perf_counter() - self._start.pop()
 
 
+def final_checkpoint(run_dir: Path) -> Path:
+    """The run's last retrained model; with retraining off, the one it started from."""
+    state = json.loads((run_dir / "state.json").read_text())
+    retrained = [r["checkpoint"] for r in state["rounds"] if r["checkpoint"]]
+    return run_dir / (retrained[-1] if retrained else state["initial_checkpoint"])
+
+
 def stage3_on_heldout(run_dir: Path, task, items: list, preset: str) -> dict:
     from engine import amg
     from engine.audit.match import match_masks
     from engine.model import SamPredictor, build_sam
     from engine.records import LEVEL_WHOLE
 
-    state = json.loads((run_dir / "state.json").read_text())
-    checkpoint = [r["checkpoint"] for r in state["rounds"] if r["checkpoint"]][-1]
-    model = build_sam(preset, run_dir / checkpoint)
+    model = build_sam(preset, final_checkpoint(run_dir))
     timer = ForwardTimer([model.image_encoder])
     # AMG decodes through engine.amg_decode (the decoder's submodules, not its forward)
     amg.decode_points = timer.wrap(amg.decode_points)
@@ -126,8 +131,7 @@ def workers_throughput(run_dir: Path, task, source, preset: str, workers: int) -
     from workers.cluster import start_cluster
     from workers.pool import RayImagePool
 
-    state = json.loads((run_dir / "state.json").read_text())
-    checkpoint = str(run_dir / [r["checkpoint"] for r in state["rounds"] if r["checkpoint"]][-1])
+    checkpoint = str(final_checkpoint(run_dir))
     start_cluster(num_cpus=2)
     try:
         pool = RayImagePool(
