@@ -8,7 +8,9 @@ On the first ``--images`` held-out scenes it decodes (a) one first click per ref
 and (b) a ``--grid``² point grid over the image (the stage-3 prompts, no crops), 3 outputs
 each, and prints the correlation of predicted with true IoU (for the grid: the best IoU with
 any reference), and, per predicted-IoU threshold, how many grid masks pass and their mean
-true IoU — against the masks whose true IoU is above 0.88 and what the model predicted for them.
+true IoU — against the masks whose true IoU is above 0.88 and what the model predicted for them —
+and, for the top 50/100/200/400 grid masks by predicted IoU (what a threshold keeps), the share
+with true IoU > 0.75 and > 0.9 and how many distinct references they match at > 0.75.
 """
 
 from __future__ import annotations
@@ -19,15 +21,33 @@ import json
 import numpy as np
 
 THRESHOLDS = (0.7, 0.8, 0.88)
+TOP_K = (50, 100, 200, 400)
 
 
-def best_reference_iou(masks: np.ndarray, refs: np.ndarray) -> np.ndarray:
-    """For each of ``K×H×W`` masks, its highest IoU with any of ``N×H×W`` references."""
+def best_reference_iou(masks: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``K×H×W`` masks, its highest IoU with any of ``N×H×W`` references and
+    that reference's index."""
     flat = masks.reshape(len(masks), -1).astype(np.float32)
     ref = refs.reshape(len(refs), -1).astype(np.float32)
     inter = flat @ ref.T
     union = flat.sum(1)[:, None] + ref.sum(1)[None] - inter
-    return (inter / np.maximum(union, 1)).max(1)
+    iou = inter / np.maximum(union, 1)
+    return iou.max(1), iou.argmax(1)
+
+
+def top_k_report(predicted: np.ndarray, true: np.ndarray, reference: np.ndarray) -> dict:
+    """For the ``TOP_K`` masks ranked highest by predicted IoU: the lowest predicted IoU among
+    them, their shares with true IoU > 0.75 / > 0.9, and the distinct references (ids unique
+    across images) they match at > 0.75."""
+    order = np.argsort(-predicted, kind="stable")
+    report = {}
+    for k in TOP_K:
+        top = order[:k]
+        report[f"top{k}_threshold"] = float(predicted[top[-1]])
+        report[f"top{k}_above_0.75"] = float(np.mean(true[top] > 0.75))
+        report[f"top{k}_above_0.9"] = float(np.mean(true[top] > 0.9))
+        report[f"top{k}_references"] = len(set(reference[top][true[top] > 0.75].tolist()))
+    return report
 
 
 def main() -> None:
@@ -52,8 +72,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     predictor = SamPredictor(build_sam(args.preset, resolve_checkpoint(args.checkpoint)).eval())
     source = SyntheticSource.from_split("heldout", args.images, style=args.style)
-    click_pred, click_true, grid_pred, grid_true = [], [], [], []
-    for item in iter_items(source, limit=args.images):
+    click_pred, click_true, grid_pred, grid_true, grid_ref = [], [], [], [], []
+    for index, item in enumerate(iter_items(source, limit=args.images)):
         refs = reference_masks(item)
         if not len(refs):
             continue
@@ -69,7 +89,9 @@ def main() -> None:
         grid = np.stack(np.meshgrid(steps * w, steps * h), -1).reshape(-1, 1, 2)
         masks, ious = _decode_points(predictor, grid.astype(np.float32))
         grid_pred.append(ious.reshape(-1))
-        grid_true.append(best_reference_iou(masks.reshape(-1, h, w), refs))
+        best, which = best_reference_iou(masks.reshape(-1, h, w), refs)
+        grid_true.append(best)
+        grid_ref.append(which + index * 1_000_000)
     cp, ct = np.concatenate(click_pred), np.concatenate(click_true)
     gp, gt = np.concatenate(grid_pred), np.concatenate(grid_true)
     good = gt > 0.88
@@ -89,6 +111,7 @@ def main() -> None:
         report[f"grid_predicted_ge_{t}_mean_true"] = (
             float(gt[passed].mean()) if passed.any() else None
         )
+    report.update(top_k_report(gp, gt, np.concatenate(grid_ref)))
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}))
 
 
