@@ -69,6 +69,7 @@ class AutomaticConfig:
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
     crop_n_layers: int = 2
     min_mask_region_area: int = 100
 
