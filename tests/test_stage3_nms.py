@@ -23,9 +23,10 @@ def _stage3_generator(factory: TaskFactory) -> AutomaticMaskGenerator:
 
 
 def test_the_default_is_sa1b_s_and_an_override_reaches_the_generator(tmp_path):
-    assert _stage3_generator(_factory([], tmp_path)).box_nms_thresh == PRESETS["sa1b"][
-        "box_nms_thresh"
-    ]
+    assert (
+        _stage3_generator(_factory([], tmp_path)).box_nms_thresh
+        == PRESETS["sa1b"]["box_nms_thresh"]
+    )
     factory = _factory(["stages.fully_automatic.box_nms_thresh=0.8"], tmp_path)
     factory.check()
     assert _stage3_generator(factory).box_nms_thresh == 0.8
